@@ -1,0 +1,63 @@
+// The one seam to nginx: every glue file includes nginx through this header.
+#pragma once
+
+extern "C" {
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+}
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <string_view>
+#include <type_traits>
+
+namespace async {
+
+inline std::string_view view(const ngx_str_t &s)
+{
+    return {reinterpret_cast<const char *>(s.data), s.len};
+}
+
+inline ngx_str_t ngx_string_of(std::string_view s)
+{
+    return {s.size(), reinterpret_cast<u_char *>(const_cast<char *>(s.data()))};
+}
+
+// Zeroed, trivially destructible object from a pool: pools free memory
+// without running destructors.
+template <class T>
+T *pool_calloc(ngx_pool_t *pool)
+{
+    static_assert(std::is_trivially_destructible_v<T>,
+                  "pool objects must be trivially destructible");
+    return static_cast<T *>(ngx_pcalloc(pool, sizeof(T)));
+}
+
+template <class T>
+T *pool_calloc_array(ngx_pool_t *pool, size_t n)
+{
+    static_assert(std::is_trivially_destructible_v<T>,
+                  "pool objects must be trivially destructible");
+    return static_cast<T *>(ngx_pcalloc(pool, sizeof(T) * n));
+}
+
+// Copies a view into pool memory; an empty view gives an empty string.
+inline ngx_str_t pool_copy(ngx_pool_t *pool, std::string_view s)
+{
+    ngx_str_t out{0, nullptr};
+    if (s.empty()) {
+        return out;
+    }
+    out.data = static_cast<u_char *>(ngx_pnalloc(pool, s.size()));
+    if (out.data != nullptr) {
+        ngx_memcpy(out.data, s.data(), s.size());
+        out.len = s.size();
+    }
+    return out;
+}
+
+constexpr std::string_view module_version = "0.1.0";
+
+} // namespace async
