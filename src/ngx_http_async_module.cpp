@@ -1,13 +1,39 @@
 // Module shell: directive table, module context, conf create/merge and the
 // process hooks. Each concern's behaviour lives in its own glue file.
 #include "ngx_http_async_module.hpp"
+#include "ngx_http_async_queue.hpp"
 
+static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_async_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_async_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
                                            void *child);
+static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle);
+static void ngx_http_async_exit_process(ngx_cycle_t *cycle);
 
 static ngx_command_t ngx_http_async_commands[] = {
+
+    {ngx_string("async_queue_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+     ngx_http_async_queue_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_queue"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_queue_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+
+    {ngx_string("async_queue_status"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_queue_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_queue_retry_after"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_queue_retry_after_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
 
     {ngx_string("async_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      ngx_http_async_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
@@ -15,30 +41,40 @@ static ngx_command_t ngx_http_async_commands[] = {
     ngx_null_command};
 
 static ngx_http_module_t ngx_http_async_module_ctx = {
-    nullptr,                         // preconfiguration
-    nullptr,                         // postconfiguration
-    ngx_http_async_create_main_conf, // create main configuration
-    nullptr,                         // init main configuration
-    nullptr,                         // create server configuration
-    nullptr,                         // merge server configuration
-    ngx_http_async_create_loc_conf,  // create location configuration
-    ngx_http_async_merge_loc_conf    // merge location configuration
+    ngx_http_async_preconfiguration,  // preconfiguration
+    ngx_http_async_postconfiguration, // postconfiguration
+    ngx_http_async_create_main_conf,  // create main configuration
+    nullptr,                          // init main configuration
+    nullptr,                          // create server configuration
+    nullptr,                          // merge server configuration
+    ngx_http_async_create_loc_conf,   // create location configuration
+    ngx_http_async_merge_loc_conf     // merge location configuration
 };
 
 extern "C" {
 ngx_module_t ngx_http_async_module = {
     NGX_MODULE_V1,
-    &ngx_http_async_module_ctx, // module context
-    ngx_http_async_commands,    // module directives
-    NGX_HTTP_MODULE,            // module type
-    nullptr,                    // init master
-    nullptr,                    // init module
-    nullptr,                    // init process
-    nullptr,                    // init thread
-    nullptr,                    // exit thread
-    nullptr,                    // exit process
-    nullptr,                    // exit master
+    &ngx_http_async_module_ctx,  // module context
+    ngx_http_async_commands,     // module directives
+    NGX_HTTP_MODULE,             // module type
+    nullptr,                     // init master
+    nullptr,                     // init module
+    ngx_http_async_init_process, // init process
+    nullptr,                     // init thread
+    nullptr,                     // exit thread
+    ngx_http_async_exit_process, // exit process
+    nullptr,                     // exit master
     NGX_MODULE_V1_PADDING};
+}
+
+static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_async_queue_add_variables(cf);
+}
+
+static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_async_queue_init(cf);
 }
 
 static void *ngx_http_async_create_main_conf(ngx_conf_t *cf)
@@ -48,9 +84,8 @@ static void *ngx_http_async_create_main_conf(ngx_conf_t *cf)
         return nullptr;
     }
     if (ngx_array_init(&amcf->queue_zones, cf->pool, 4,
-                       sizeof(ngx_shm_zone_t *))
-        != NGX_OK)
-    {
+                       sizeof(ngx_http_async_queue_zone_t *))
+        != NGX_OK) {
         return nullptr;
     }
     return amcf;
@@ -63,6 +98,9 @@ static void *ngx_http_async_create_loc_conf(ngx_conf_t *cf)
         return nullptr;
     }
     alcf->status = NGX_CONF_UNSET;
+    alcf->queue = static_cast<ngx_shm_zone_t *>(NGX_CONF_UNSET_PTR);
+    alcf->queue_status = NGX_CONF_UNSET_UINT;
+    alcf->queue_retry_after = NGX_CONF_UNSET;
     return alcf;
 }
 
@@ -71,12 +109,45 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
 {
     auto *prev = static_cast<ngx_http_async_loc_conf_t *>(parent);
     auto *conf = static_cast<ngx_http_async_loc_conf_t *>(child);
-
     (void) cf;
-    (void) prev;
+
     // async_status is a content handler of its own location: not inherited
     if (conf->status == NGX_CONF_UNSET) {
         conf->status = 0;
     }
+    ngx_conf_merge_ptr_value(conf->queue, prev->queue, nullptr);
+    ngx_conf_merge_uint_value(conf->queue_status, prev->queue_status,
+                              NGX_HTTP_SERVICE_UNAVAILABLE);
+    ngx_conf_merge_value(conf->queue_retry_after, prev->queue_retry_after,
+                         NGX_HTTP_ASYNC_RETRY_AFTER_AUTO);
     return NGX_CONF_OK;
+}
+
+static bool ngx_http_async_serves_requests()
+{
+    return ngx_process == NGX_PROCESS_WORKER
+           || ngx_process == NGX_PROCESS_SINGLE;
+}
+
+static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle)
+{
+    if (!ngx_http_async_serves_requests()) {
+        return NGX_OK;
+    }
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr || amcf->queue_zones.nelts == 0) {
+        return NGX_OK;
+    }
+    if (ngx_http_async_wake_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    return ngx_http_async_queue_init_process(cycle);
+}
+
+static void ngx_http_async_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_async_serves_requests()) {
+        ngx_http_async_wake_exit_process(cycle);
+    }
 }

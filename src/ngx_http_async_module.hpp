@@ -7,14 +7,36 @@ extern "C" {
 extern ngx_module_t ngx_http_async_module;
 }
 
+constexpr ngx_int_t NGX_HTTP_ASYNC_RETRY_AFTER_AUTO = -2;
+constexpr ngx_int_t NGX_HTTP_ASYNC_RETRY_AFTER_OFF = -3;
+
 struct ngx_http_async_main_conf_t {
-    ngx_array_t queue_zones; // ngx_shm_zone_t *, one per async_queue_zone
+    ngx_array_t queue_zones; // ngx_http_async_queue_zone_t *
 };
 
 struct ngx_http_async_loc_conf_t {
-    ngx_flag_t status; // async_status
+    ngx_flag_t status;             // async_status
+    ngx_shm_zone_t *queue;         // async_queue; nullptr: off
+    ngx_uint_t queue_status;       // async_queue_status
+    ngx_int_t queue_retry_after;   // seconds, or _AUTO / _OFF
 };
 
-// status concern (ngx_http_async_status.cpp)
+// status (ngx_http_async_status.cpp)
 char *ngx_http_async_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                       void *conf);
+
+// admission queue (ngx_http_async_queue*.cpp)
+char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                          void *conf);
+char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                                    ngx_shm_zone_t **out);
+char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                     void *conf);
+char *ngx_http_async_queue_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                            void *conf);
+char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
+                                                 ngx_command_t *cmd,
+                                                 void *conf);
+ngx_int_t ngx_http_async_queue_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle);

@@ -1,0 +1,60 @@
+// The admission queue's glue: zone, per-request entry, wake-up.
+#pragma once
+
+#include "ngx_http_async_module.hpp"
+#include "core/histogram.hpp"
+#include "core/retry_after.hpp"
+#include "core/ticket_queue.hpp"
+
+// Lives at the start of the zone's shared memory; the ticket queue and its
+// nodes follow it in the same allocation.
+struct ngx_http_async_queue_shared_t {
+    async::histogram wait;
+    async::admission_rate rate;
+    ngx_msec_t timeout; // of the newest configuration, for the status page
+    uint32_t configured_length;
+};
+
+struct ngx_http_async_queue_entry_t;
+
+struct ngx_http_async_queue_zone_t {
+    ngx_str_t name;
+    ngx_uint_t max_active;
+    ngx_uint_t length;
+    ngx_msec_t timeout;
+    ngx_shm_zone_t *shm_zone;
+
+    // set up by the zone's init in every cycle
+    ngx_slab_pool_t *shpool;
+    ngx_http_async_queue_shared_t *sh;
+    async::ticket_queue *q;
+
+    // this worker's parked requests, indexed by queue node
+    ngx_http_async_queue_entry_t **parked;
+    ngx_uint_t parked_count;
+    time_t last_no_room_log;
+};
+
+// A copy of one zone's numbers, taken under the lock for the status page.
+struct ngx_http_async_queue_snapshot_t {
+    ngx_str_t name;
+    uint32_t active;
+    uint32_t max_active;
+    uint32_t waiting;
+    uint32_t length;
+    ngx_msec_t timeout;
+    async::queue_counters counters;
+    async::histogram wait;
+};
+
+ngx_int_t ngx_http_async_queue_snapshot(ngx_http_async_queue_zone_t *zone,
+                                        ngx_http_async_queue_snapshot_t *out);
+
+// Resumes this worker's requests that were handed a slot (wake handler).
+void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle);
+
+// Wake-up of other workers (ngx_http_async_wake.cpp).
+ngx_int_t ngx_http_async_wake_init_process(ngx_cycle_t *cycle);
+void ngx_http_async_wake_exit_process(ngx_cycle_t *cycle);
+void ngx_http_async_wake_owners(ngx_http_async_queue_zone_t *zone,
+                                const async::wake_set &wake);

@@ -1,0 +1,339 @@
+// async_queue_zone: the shared memory behind an admission queue, its
+// configuration, and what a worker process does with it when it starts.
+#include "ngx_http_async_queue.hpp"
+
+#include "core/parse.hpp"
+
+#include <csignal>
+#include <cerrno>
+
+static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
+                                                void *data);
+static bool ngx_http_async_pid_alive(int64_t pid);
+
+// ngx_slab_init keeps about one page descriptor per page plus its header.
+static constexpr size_t slab_page_overhead = 64;
+
+static uint32_t ngx_http_async_queue_capacity_for_zone(size_t zone_size)
+{
+    size_t page = ngx_pagesize;
+    if (zone_size < 4 * page) {
+        return 0;
+    }
+    size_t pages = (zone_size - 2 * page) / (page + slab_page_overhead);
+    if (pages < 1) {
+        return 0;
+    }
+    size_t usable = pages * page;
+    if (usable < sizeof(ngx_http_async_queue_shared_t)) {
+        return 0;
+    }
+    return async::ticket_queue_capacity_for(
+        usable - sizeof(ngx_http_async_queue_shared_t));
+}
+
+static char *ngx_http_async_queue_zone_bad(ngx_conf_t *cf, ngx_str_t *value)
+{
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"async_queue_zone\"",
+                       value);
+    return static_cast<char *>(NGX_CONF_ERROR);
+}
+
+char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                          void *conf)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(conf);
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    (void) cmd;
+
+    ngx_str_t name = ngx_null_string;
+    ssize_t size = 0;
+    uint64_t active = 0, per_cpu = 0, length = 1000;
+    uint64_t timeout_ms = 60000;
+    bool have_active = false, have_per_cpu = false;
+
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
+        std::string_view arg = async::view(value[i]);
+
+        if (auto zone = async::parse_key_value(arg, "zone")) {
+            size_t colon = zone->rfind(':');
+            if (colon == std::string_view::npos || colon == 0) {
+                return ngx_http_async_queue_zone_bad(cf, &value[i]);
+            }
+            auto bytes = async::parse_size(zone->substr(colon + 1));
+            if (!bytes || *bytes == 0 || *bytes > NGX_MAX_SIZE_T_VALUE / 2) {
+                return ngx_http_async_queue_zone_bad(cf, &value[i]);
+            }
+            name = async::ngx_string_of(zone->substr(0, colon));
+            size = static_cast<ssize_t>(*bytes);
+        } else if (auto v = async::parse_key_value(arg, "active")) {
+            auto n = async::parse_count(*v);
+            if (!n || *n == 0 || *n > UINT32_MAX / 2) {
+                return ngx_http_async_queue_zone_bad(cf, &value[i]);
+            }
+            active = *n;
+            have_active = true;
+        } else if (auto v = async::parse_key_value(arg, "per_cpu")) {
+            auto n = async::parse_count(*v);
+            if (!n || *n == 0 || *n > 1000000) {
+                return ngx_http_async_queue_zone_bad(cf, &value[i]);
+            }
+            per_cpu = *n;
+            have_per_cpu = true;
+        } else if (auto v = async::parse_key_value(arg, "length")) {
+            auto n = async::parse_count(*v);
+            if (!n || *n > UINT32_MAX / 2) {
+                return ngx_http_async_queue_zone_bad(cf, &value[i]);
+            }
+            length = *n;
+        } else if (auto v = async::parse_key_value(arg, "timeout")) {
+            auto ms = async::parse_duration_ms(*v);
+            if (!ms || *ms == 0 || *ms > NGX_MAX_INT32_VALUE) {
+                return ngx_http_async_queue_zone_bad(cf, &value[i]);
+            }
+            timeout_ms = *ms;
+        } else {
+            return ngx_http_async_queue_zone_bad(cf, &value[i]);
+        }
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_queue_zone\" needs zone=NAME:SIZE");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (have_active == have_per_cpu) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_queue_zone\" \"%V\" needs exactly one of "
+                           "active=N or per_cpu=N",
+                           &name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (have_per_cpu) {
+        active = per_cpu * static_cast<uint64_t>(ngx_ncpu > 0 ? ngx_ncpu : 1);
+    }
+
+    uint32_t capacity =
+        ngx_http_async_queue_capacity_for_zone(static_cast<size_t>(size));
+    if (capacity < length || capacity == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" of \"async_queue_zone\" is too small "
+                           "for length=%uL: %z bytes hold %uD waiting "
+                           "requests",
+                           &name, length, size, capacity);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
+    for (auto *zp = static_cast<ngx_http_async_queue_zone_t **>(
+             amcf->queue_zones.elts),
+              *end = zp + amcf->queue_zones.nelts;
+         zp != end; ++zp) {
+        if ((*zp)->name.len == name.len
+            && ngx_strncmp((*zp)->name.data, name.data, name.len) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "async_queue_zone \"%V\" is already defined",
+                               &name);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+
+    ngx_shm_zone_t *shm_zone =
+        ngx_shared_memory_add(cf, &name, size, &ngx_http_async_module);
+    if (shm_zone == nullptr) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (shm_zone->data != nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "shared memory zone \"%V\" is already in use",
+                           &name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
+    auto *zone = async::pool_calloc<ngx_http_async_queue_zone_t>(cf->pool);
+    auto **slot = static_cast<ngx_http_async_queue_zone_t **>(
+        ngx_array_push(&amcf->queue_zones));
+    if (zone == nullptr || slot == nullptr) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    zone->name = name;
+    zone->max_active = active;
+    zone->length = length;
+    zone->timeout = static_cast<ngx_msec_t>(timeout_ms);
+    zone->shm_zone = shm_zone;
+    *slot = zone;
+
+    shm_zone->init = ngx_http_async_queue_init_zone;
+    shm_zone->data = zone;
+    return NGX_CONF_OK;
+}
+
+// Zones referenced by async_queue before or without their definition.
+char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                                    ngx_shm_zone_t **out)
+{
+    *out = ngx_shared_memory_add(cf, name, 0, &ngx_http_async_module);
+    return *out == nullptr ? static_cast<char *>(NGX_CONF_ERROR) : NGX_CONF_OK;
+}
+
+static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
+                                                void *data)
+{
+    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(shm_zone->data);
+    auto *old = static_cast<ngx_http_async_queue_zone_t *>(data);
+    async::wake_set wake{};
+
+    if (old != nullptr) {
+        // reload with the same name and size: keep the queue and its holders,
+        // take the new limits
+        zone->shpool = old->shpool;
+        zone->sh = old->sh;
+        zone->q = old->q;
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        zone->sh->timeout = zone->timeout;
+        zone->sh->configured_length = static_cast<uint32_t>(zone->length);
+        ngx_uint_t length = ngx_min(zone->length, zone->q->capacity);
+        async::ticket_queue_set_limits(
+            zone->q, static_cast<uint32_t>(zone->max_active),
+            static_cast<uint32_t>(length), &wake);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        // waiters admitted by a larger max_active belong to old workers,
+        // whose safety timer picks them up
+        return NGX_OK;
+    }
+
+    zone->shpool = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
+    if (shm_zone->shm.exists) {
+        zone->sh =
+            static_cast<ngx_http_async_queue_shared_t *>(zone->shpool->data);
+        zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
+        return NGX_OK;
+    }
+
+    uint32_t capacity = ngx_http_async_queue_capacity_for_zone(shm_zone->shm.size);
+    void *mem = nullptr;
+    // the estimate of slab overhead may be off by a page or two
+    while (capacity >= zone->length && capacity > 0) {
+        size_t bytes = sizeof(ngx_http_async_queue_shared_t)
+                       + async::ticket_queue_bytes(capacity);
+        mem = ngx_slab_alloc(zone->shpool, bytes);
+        if (mem != nullptr) {
+            break;
+        }
+        uint32_t less = static_cast<uint32_t>(
+            ngx_pagesize / sizeof(async::queue_node));
+        capacity = capacity > less ? capacity - less : 0;
+    }
+    if (mem == nullptr) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "async_queue_zone \"%V\" is too small for length=%ui",
+                      &shm_zone->shm.name, zone->length);
+        return NGX_ERROR;
+    }
+
+    zone->sh = static_cast<ngx_http_async_queue_shared_t *>(mem);
+    ngx_memzero(zone->sh, sizeof(ngx_http_async_queue_shared_t));
+    zone->sh->timeout = zone->timeout;
+    zone->sh->configured_length = static_cast<uint32_t>(zone->length);
+    zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
+    async::ticket_queue_init(zone->q, capacity,
+                             static_cast<uint32_t>(zone->max_active),
+                             static_cast<uint32_t>(zone->length));
+    zone->shpool->data = zone->sh;
+
+    size_t len = sizeof(" in async_queue_zone \"\"") + shm_zone->shm.name.len;
+    zone->shpool->log_ctx =
+        static_cast<u_char *>(ngx_slab_alloc(zone->shpool, len));
+    if (zone->shpool->log_ctx != nullptr) {
+        ngx_sprintf(zone->shpool->log_ctx, " in async_queue_zone \"%V\"%Z",
+                    &shm_zone->shm.name);
+    }
+    return NGX_OK;
+}
+
+static bool ngx_http_async_pid_alive(int64_t pid)
+{
+    return kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+}
+
+// A worker starts: take over this process slot in every zone (giving back
+// what a crashed predecessor held) and give back what any other vanished
+// process held.
+ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr) {
+        return NGX_OK;
+    }
+
+    auto *zones =
+        static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
+    for (ngx_uint_t i = 0; i < amcf->queue_zones.nelts; i++) {
+        ngx_http_async_queue_zone_t *zone = zones[i];
+        if (zone->q == nullptr) {
+            continue;
+        }
+        zone->parked = async::pool_calloc_array<ngx_http_async_queue_entry_t *>(
+            cycle->pool, zone->q->capacity);
+        if (zone->parked == nullptr) {
+            return NGX_ERROR;
+        }
+
+        async::wake_set wake{};
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        uint32_t reclaimed = async::ticket_queue_claim(
+            zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_pid, &wake);
+        reclaimed += async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive,
+                                              &wake);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (reclaimed > 0) {
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "async_queue_zone \"%V\": reclaimed %uD slots of "
+                          "exited worker processes",
+                          &zone->name, reclaimed);
+        }
+        ngx_http_async_wake_owners(zone, wake);
+    }
+    return NGX_OK;
+}
+
+// Periodic check from the safety timer: slots of processes that vanished.
+void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    auto *zones =
+        static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
+    for (ngx_uint_t i = 0; i < amcf->queue_zones.nelts; i++) {
+        ngx_http_async_queue_zone_t *zone = zones[i];
+        if (zone->q == nullptr) {
+            continue;
+        }
+        async::wake_set wake{};
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive, &wake);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_async_wake_owners(zone, wake);
+    }
+}
+
+ngx_int_t ngx_http_async_queue_snapshot(ngx_http_async_queue_zone_t *zone,
+                                        ngx_http_async_queue_snapshot_t *out)
+{
+    if (zone->q == nullptr) {
+        return NGX_DECLINED;
+    }
+    out->name = zone->name;
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    out->active = zone->q->active;
+    out->max_active = zone->q->max_active;
+    out->waiting = zone->q->waiting;
+    out->length = zone->q->length;
+    out->timeout = zone->sh->timeout;
+    out->counters = zone->q->counters;
+    out->wait = zone->sh->wait;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+    return NGX_OK;
+}
