@@ -33,8 +33,9 @@ usage: ./build.sh [command]
 
 commands:
   build          install missing packages and build the module (default)
-  test           build, then run the cmocka unit tests and the Test::Nginx
-                 suites under t/ against the stock nginx binary
+  test [FILES]   build, then run the cmocka unit tests and the Test::Nginx
+                 suites under t/ against the stock nginx binary; with
+                 FILES (t/NNN-x.t), only those suites
   run [ADDR]     build and start nginx with examples/demo.conf in the
                  foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it
   help           this text
@@ -172,24 +173,31 @@ run_integration_tests() {
     export TEST_NGINX_LOAD_MODULES="$so $ECHO_MODULE"
     export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$BUILD_DIR/servroot}
     export ASYNC_MODULE_SO=$so
-    local inc suites=()
+    local inc suites=("$@")
     inc=$(prove_include_args)
-    suites=("$ROOT"/t/[0-9]*.t)
-    if [ -n "$inc" ] && compgen -G "$ROOT/t/selftest/*.t" >/dev/null; then
-        suites+=("$ROOT"/t/selftest/*.t)
+    if [ ${#suites[@]} -eq 0 ]; then
+        suites=("$ROOT"/t/[0-9]*.t)
+        if [ -n "$inc" ] && compgen -G "$ROOT/t/selftest/*.t" >/dev/null; then
+            suites+=("$ROOT"/t/selftest/*.t)
+        fi
     fi
     log "prove: ${#suites[@]} suites"
-    (cd "$ROOT" && prove $inc -I"$ROOT/t/lib" "$@" "${suites[@]}")
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && prove $inc -I"$ROOT/t/lib" "${suites[@]}")
 }
 
+# ./build.sh test [MODE] [t/NNN-x.t ...]: named suites only skip unit tests.
 cmd_test() {
-    local mode=${1:-plain}
+    local mode=plain
+    case "${1:-}" in
+        plain|asan|valgrind) mode=$1; shift ;;
+    esac
     ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
     case "$mode" in
         plain)
             build_module default
-            run_unit_tests
-            run_integration_tests "$MODULE_SO"
+            [ $# -gt 0 ] || run_unit_tests
+            run_integration_tests "$MODULE_SO" "$@"
             ;;
         *) usage; exit 2 ;;
     esac
