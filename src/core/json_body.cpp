@@ -1,0 +1,92 @@
+#include "core/json_body.hpp"
+
+#include "core/ascii.hpp"
+
+#define SIMDJSON_EXCEPTIONS 0
+#include <simdjson.h>
+
+namespace async {
+
+static_assert(padding_needed() >= simdjson::SIMDJSON_PADDING,
+              "padding_needed() must cover simdjson's padding");
+
+namespace {
+
+bool is_ows(char c) noexcept
+{
+    return c == ' ' || c == '\t';
+}
+
+size_t token_end(std::string_view s, size_t pos) noexcept
+{
+    while (pos < s.size() && is_tchar(s[pos])) {
+        ++pos;
+    }
+    return pos;
+}
+
+// One parser per process: it keeps its buffers between calls, so steady
+// state validation does not allocate. nginx workers are single-threaded.
+simdjson::dom::parser &json_parser() noexcept
+{
+    static simdjson::dom::parser parser;
+    return parser;
+}
+
+} // namespace
+
+bool is_json_media_type(std::string_view ct) noexcept
+{
+    size_t pos = 0;
+    while (pos < ct.size() && is_ows(ct[pos])) {
+        ++pos;
+    }
+    size_t type_start = pos;
+    pos = token_end(ct, pos);
+    std::string_view type = ct.substr(type_start, pos - type_start);
+    if (type.empty() || pos >= ct.size() || ct[pos] != '/') {
+        return false;
+    }
+    size_t sub_start = ++pos;
+    pos = token_end(ct, pos);
+    std::string_view subtype = ct.substr(sub_start, pos - sub_start);
+    if (subtype.empty()) {
+        return false;
+    }
+    while (pos < ct.size() && is_ows(ct[pos])) {
+        ++pos;
+    }
+    // Parameters are not inspected: charset is irrelevant, JSON is UTF-8.
+    if (pos < ct.size() && ct[pos] != ';') {
+        return false;
+    }
+
+    if (iequals(type, "application") && iequals(subtype, "json")) {
+        return true;
+    }
+    constexpr std::string_view suffix = "+json";
+    return subtype.size() > suffix.size() &&
+           iequals(subtype.substr(subtype.size() - suffix.size()), suffix);
+}
+
+bool is_valid_json(const char *data, size_t len, size_t readable) noexcept
+{
+    if (data == nullptr || len == 0) {
+        return false;
+    }
+    bool padded = readable >= len && readable - len >= padding_needed();
+    auto result = json_parser().parse(data, len, !padded);
+    return result.error() == simdjson::SUCCESS;
+}
+
+body_kind classify_body(const char *data, size_t len,
+                        std::string_view content_type, size_t readable) noexcept
+{
+    if (len == 0 || !is_json_media_type(content_type) ||
+        !is_valid_json(data, len, readable)) {
+        return body_kind::text;
+    }
+    return body_kind::json;
+}
+
+} // namespace async
