@@ -38,6 +38,32 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      ngx_http_async_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
 
+    {ngx_string("async_fetch"), NGX_HTTP_LOC_CONF | NGX_CONF_2MORE,
+     ngx_http_async_fetch_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+
+    {ngx_string("async_fetch_timeout"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_fetch_timeout_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_timeout"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_timeout_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+
+    {ngx_string("async_aggregate"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_aggregate_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_fetch_max_size"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_fetch_max_size_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
     ngx_null_command};
 
 static ngx_http_module_t ngx_http_async_module_ctx = {
@@ -69,6 +95,9 @@ ngx_module_t ngx_http_async_module = {
 
 static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf)
 {
+    if (ngx_http_async_fanout_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
     return ngx_http_async_queue_add_variables(cf);
 }
 
@@ -101,6 +130,10 @@ static void *ngx_http_async_create_loc_conf(ngx_conf_t *cf)
     alcf->queue = static_cast<ngx_shm_zone_t *>(NGX_CONF_UNSET_PTR);
     alcf->queue_status = NGX_CONF_UNSET_UINT;
     alcf->queue_retry_after = NGX_CONF_UNSET;
+    alcf->fetch_timeout = NGX_CONF_UNSET_MSEC;
+    alcf->fanout_timeout = NGX_CONF_UNSET_MSEC;
+    alcf->aggregate = NGX_CONF_UNSET_UINT;
+    alcf->fetch_max_size = NGX_CONF_UNSET_SIZE;
     return alcf;
 }
 
@@ -109,7 +142,6 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
 {
     auto *prev = static_cast<ngx_http_async_loc_conf_t *>(parent);
     auto *conf = static_cast<ngx_http_async_loc_conf_t *>(child);
-    (void) cf;
 
     // async_status is a content handler of its own location: not inherited
     if (conf->status == NGX_CONF_UNSET) {
@@ -120,7 +152,13 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               NGX_HTTP_SERVICE_UNAVAILABLE);
     ngx_conf_merge_value(conf->queue_retry_after, prev->queue_retry_after,
                          NGX_HTTP_ASYNC_RETRY_AFTER_AUTO);
-    return NGX_CONF_OK;
+    // async_fetch lines belong to their location: not inherited
+    ngx_conf_merge_msec_value(conf->fetch_timeout, prev->fetch_timeout, 60000);
+    ngx_conf_merge_msec_value(conf->fanout_timeout, prev->fanout_timeout, 0);
+    ngx_conf_merge_uint_value(conf->aggregate, prev->aggregate, 0);
+    ngx_conf_merge_size_value(conf->fetch_max_size, prev->fetch_max_size,
+                              1024 * 1024);
+    return ngx_http_async_fanout_merge(cf, conf);
 }
 
 static bool ngx_http_async_serves_requests()

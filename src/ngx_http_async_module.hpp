@@ -19,6 +19,14 @@ struct ngx_http_async_loc_conf_t {
     ngx_shm_zone_t *queue;         // async_queue; nullptr: off
     ngx_uint_t queue_status;       // async_queue_status
     ngx_int_t queue_retry_after;   // seconds, or _AUTO / _OFF
+
+    ngx_array_t *fanout;           // async_fetch: ngx_http_async_fetch_t
+    u_char *fanout_file;           // where the first async_fetch is
+    ngx_uint_t fanout_line;
+    ngx_msec_t fetch_timeout;      // async_fetch_timeout
+    ngx_msec_t fanout_timeout;     // async_timeout; 0: off
+    ngx_uint_t aggregate;          // async_aggregate (fanout_aggregate)
+    size_t fetch_max_size;         // async_fetch_max_size
 };
 
 // status (ngx_http_async_status.cpp)
@@ -40,3 +48,18 @@ char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
 ngx_int_t ngx_http_async_queue_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle);
+
+// parallel fan-out (ngx_http_async_fanout*.cpp)
+char *ngx_http_async_fetch_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                     void *conf);
+char *ngx_http_async_fetch_timeout_directive(ngx_conf_t *cf,
+                                             ngx_command_t *cmd, void *conf);
+char *ngx_http_async_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                       void *conf);
+char *ngx_http_async_aggregate_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                         void *conf);
+char *ngx_http_async_fetch_max_size_directive(ngx_conf_t *cf,
+                                              ngx_command_t *cmd, void *conf);
+char *ngx_http_async_fanout_merge(ngx_conf_t *cf,
+                                  ngx_http_async_loc_conf_t *conf);
+ngx_int_t ngx_http_async_fanout_add_variables(ngx_conf_t *cf);

@@ -1,0 +1,114 @@
+// Parallel fan-out (async_fetch): the types shared by the state machine
+// (ngx_http_async_fanout.cpp), the capture filter
+// (ngx_http_async_fanout_capture.cpp) and the aggregation of the answers
+// (ngx_http_async_fanout_aggregate.cpp).
+#pragma once
+
+#include "ngx_http_async_module.hpp"
+
+extern "C" {
+extern ngx_module_t ngx_http_async_fanout_filter_module;
+}
+
+enum class fanout_aggregate : ngx_uint_t { json, concat, multipart };
+
+// One async_fetch line.
+struct ngx_http_async_fetch_t {
+    ngx_str_t name;
+    ngx_http_complex_value_t uri;
+    ngx_msec_t timeout; // NGX_CONF_UNSET_MSEC: async_fetch_timeout
+    ngx_msec_t hedge;   // 0: no hedged request
+    bool optional;
+};
+
+enum class fanout_reason : uint8_t { none, timeout, cancelled, too_large,
+                                     status };
+
+struct ngx_http_async_call_t;
+struct ngx_http_async_fanout_t;
+
+// One subrequest of a call: the first one, or its hedged twin.
+struct ngx_http_async_attempt_t {
+    ngx_http_async_call_t *call;
+    ngx_http_request_t *sr;
+    ngx_http_post_subrequest_t ps;
+    u_char *body; // capture buffer, cap + async::padding_needed() bytes
+    size_t len;
+    size_t cap;
+    off_t content_length; // announced by the response, -1: unknown
+    ngx_str_t content_type;
+    ngx_uint_t status;
+    bool header_seen;
+    bool finished;  // the subrequest ended (post-subrequest handler ran)
+    bool cancelled; // we gave up on it; its output is discarded
+    bool too_large;
+    bool inline_json; // json aggregation: the body is valid JSON
+};
+
+enum class call_state : uint8_t { running, ok, failed };
+
+struct ngx_http_async_call_t {
+    ngx_http_async_fanout_t *fanout;
+    ngx_http_async_fetch_t *conf;
+    ngx_event_t timer;       // timeout=
+    ngx_event_t hedge_timer; // hedge=
+    ngx_http_async_attempt_t attempts[2];
+    ngx_uint_t nattempts;
+    ngx_http_async_attempt_t *winner;
+    ngx_uint_t status; // fanout_reason::status: the failing status code
+    ngx_uint_t seq;    // order of resolution (multipart streams in it)
+    call_state state;
+    fanout_reason reason;
+    bool emitted; // streamed to the client (concat, multipart)
+};
+
+// The fan-out of one request, in its pool.
+struct ngx_http_async_fanout_t {
+    ngx_http_request_t *r;
+    ngx_http_async_loc_conf_t *alcf;
+    ngx_http_async_call_t *calls;
+    ngx_uint_t ncalls;
+    ngx_uint_t unresolved; // calls still running: the fan-in counter
+    ngx_uint_t resolved;   // calls resolved so far
+    ngx_uint_t next_part;  // concat: the next call to stream
+    ngx_event_t deadline;  // async_timeout
+    ngx_str_t boundary;    // multipart
+    time_t start_sec;
+    ngx_msec_t start_msec;
+    time_t end_sec;
+    ngx_msec_t end_msec;
+    bool posted;        // the request is in the posted queue
+    bool decided;       // the outcome is known: no call changes any more
+    bool streaming;     // concat/multipart header sent, parts follow
+    bool trailers;      // the outcome goes into trailers
+    bool finished;      // the last buffer went out, or the request ended
+};
+
+// Per-worker counters, for the status page.
+struct ngx_http_async_fanout_stats_t {
+    ngx_atomic_uint_t fanouts;
+    ngx_atomic_uint_t calls;
+    ngx_atomic_uint_t failed_calls;
+    ngx_atomic_uint_t timeouts;
+    ngx_atomic_uint_t cancelled;
+    ngx_atomic_uint_t hedged;
+    ngx_atomic_uint_t hedge_wins;
+};
+
+extern ngx_http_async_fanout_stats_t ngx_http_async_fanout_stats;
+
+// state machine (ngx_http_async_fanout.cpp)
+ngx_http_async_fanout_t *ngx_http_async_fanout_of(ngx_http_request_t *r);
+ngx_http_async_attempt_t *
+ngx_http_async_fanout_attempt_of(ngx_http_request_t *sr);
+void ngx_http_async_fanout_post(ngx_http_async_fanout_t *fo);
+
+// aggregation (ngx_http_async_fanout_aggregate.cpp)
+bool ngx_http_async_fanout_completed(ngx_http_async_fanout_t *fo);
+ngx_str_t ngx_http_async_fanout_failed_text(ngx_http_async_fanout_t *fo,
+                                            ngx_pool_t *pool);
+// Sends what the calls' state allows; finalizes the request at the end.
+void ngx_http_async_fanout_output(ngx_http_async_fanout_t *fo);
+// A required call failed before any output: 502/504 with a JSON body.
+void ngx_http_async_fanout_fail(ngx_http_async_fanout_t *fo,
+                                ngx_http_async_call_t *call);
