@@ -157,15 +157,23 @@ static ngx_int_t ngx_http_async_fanout_launch(ngx_http_async_fanout_t *fo,
     a->ps.handler = ngx_http_async_fanout_done;
     a->ps.data = a;
 
-    if (ngx_http_complex_value(r, &call->conf->uri, &uri) != NGX_OK) {
-        return NGX_ERROR;
-    }
-    ngx_str_null(&args);
-    if (ngx_http_parse_unsafe_uri(r, &uri, &args, &flags) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "async_fetch \"%V\": unsafe URI \"%V\"",
-                      &call->conf->name, &uri);
-        return NGX_ERROR;
+    if (call->nattempts == 0) {
+        if (ngx_http_complex_value(r, &call->conf->uri, &uri) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        ngx_str_null(&args);
+        if (ngx_http_parse_unsafe_uri(r, &uri, &args, &flags) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "async_fetch \"%V\": unsafe URI \"%V\"",
+                          &call->conf->name, &uri);
+            return NGX_ERROR;
+        }
+        call->uri = uri;
+        call->args = args;
+    } else {
+        // a hedged request is the same request again
+        uri = call->uri;
+        args = call->args;
     }
 
     ngx_http_request_t *sr;

@@ -50,6 +50,8 @@ enum class call_state : uint8_t { running, ok, failed };
 struct ngx_http_async_call_t {
     ngx_http_async_fanout_t *fanout;
     ngx_http_async_fetch_t *conf;
+    ngx_str_t uri; // as the first attempt asked for it
+    ngx_str_t args;
     ngx_event_t timer;       // timeout=
     ngx_event_t hedge_timer; // hedge=
     ngx_http_async_attempt_t attempts[2];
