@@ -3,6 +3,11 @@
 #
 #   ./build.sh [build]        install what is missing, build the module
 #   ./build.sh test           build, run unit tests and every Test::Nginx suite
+#   ./build.sh test asan      the same with AddressSanitizer + UBSan, plus a
+#                             short fuzzing run
+#   ./build.sh test valgrind  the Test::Nginx suites with nginx under memcheck
+#   ./build.sh fuzz [SECONDS] run every libFuzzer target in t/fuzz/
+#   ./build.sh lint           clang-tidy, cppcheck and clang-format checks
 #   ./build.sh run [ADDR]     start the demo in the foreground (127.0.0.1:8080)
 #
 # Environment: NGINX_SRC (nginx source tree to build against, default the
@@ -23,6 +28,12 @@ BUILD_PACKAGES=(nginx nginx-dev g++ make libssl-dev libpcre2-dev zlib1g-dev
 TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                libtext-diff-perl liblist-moreutils-perl libipc-run-perl
                libwww-perl curl)
+# gcc's sanitizer runtimes (libasan8, libubsan1) come with g++; clang's are
+# in libclang-rt-14-dev.  The fuzzers need clang (libFuzzer).
+ASAN_PACKAGES=(clang libclang-rt-14-dev)
+FUZZ_PACKAGES=(clang libclang-rt-14-dev libsimdjson-dev)
+VALGRIND_PACKAGES=(valgrind)
+LINT_PACKAGES=(clang clang-tidy clang-format cppcheck)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
@@ -33,9 +44,21 @@ usage: ./build.sh [command]
 
 commands:
   build          install missing packages and build the module (default)
-  test [FILES]   build, then run the cmocka unit tests and the Test::Nginx
+  test [MODE] [FILES]
+                 build, then run the cmocka unit tests and the Test::Nginx
                  suites under t/ against the stock nginx binary; with
-                 FILES (t/NNN-x.t), only those suites
+                 FILES (t/NNN-x.t), only those suites.  MODE:
+                   asan      module and unit tests built with
+                             AddressSanitizer + UndefinedBehaviorSanitizer,
+                             nginx run with the runtime preloaded; any
+                             sanitizer report fails; plus `fuzz 5`
+                   valgrind  the suites with nginx under valgrind memcheck
+                             (suppressions: t/valgrind.suppress)
+  fuzz [SECONDS] build the libFuzzer targets t/fuzz/fuzz_*.cpp into
+                 BUILD_DIR/fuzz and run each for SECONDS (default 30) on a
+                 copy of its seed corpus t/fuzz/corpus/NAME
+  lint           clang-tidy (.clang-tidy) and cppcheck on src/, and a
+                 clang-format check (.clang-format) of src/ and t/unit/
   run [ADDR]     build and start nginx with examples/demo.conf in the
                  foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it
   help           this text
@@ -62,6 +85,7 @@ ensure_packages() {
     local missing
     missing=$(missing_packages "$@" | tr '\n' ' ')
     [ -z "${missing// /}" ] && return 0
+    mkdir -p "$BUILD_DIR"
 
     if [ "$(id -u)" != 0 ]; then
         die "missing packages: $missing
@@ -199,8 +223,286 @@ cmd_test() {
             [ $# -gt 0 ] || run_unit_tests
             run_integration_tests "$MODULE_SO" "$@"
             ;;
-        *) usage; exit 2 ;;
+        asan) cmd_test_asan "$@" ;;
+        valgrind) cmd_test_valgrind "$@" ;;
     esac
+}
+
+# --- sanitizers ---------------------------------------------------------------
+
+# The module and the unit tests are instrumented; the stock nginx is not, so
+# the runtime is preloaded into it.  UBSan keeps going after a report (the
+# scan below fails the run); ASan does too for recoverable errors, so one
+# bug does not turn every later test into a cascade of failures.
+SAN_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fsanitize-recover=address"
+# nginx dlclose()s modules when it destroys the cycle at exit, before
+# LeakSanitizer runs: -z nodelete keeps the module mapped so leak stacks
+# still name its functions.
+SAN_LDFLAGS="-fsanitize=address,undefined -Wl,-z,nodelete"
+
+# The shared ASan runtime matching the compiler the module is built with.
+sanitizer_runtime() {
+    local cc=${CC:-cc} lib
+    if "$cc" --version 2>/dev/null | head -1 | grep -q clang; then
+        lib=$("$cc" -print-file-name="libclang_rt.asan-$(uname -m).so")
+    else
+        lib=$("$cc" -print-file-name=libasan.so)
+    fi
+    [ -f "$lib" ] || die "no ASan runtime for $cc (got '$lib')"
+    readlink -f "$lib"
+}
+
+# Prints every sanitizer report found in the files given and returns 1 if
+# there is one.  Memory errors and UBSan "runtime error:" lines count
+# wherever they happen; leaks only when a frame of the leak's allocation
+# stack is in the module (nginx does not free everything at exit).
+scan_sanitizer_reports() {
+    perl - "$ROOT/src/" "$@" <<'PERL'
+use strict;
+use warnings;
+
+my $src = shift;
+my (@found, $ignored);    # [file, one-line headline, full report]
+
+for my $file (@ARGV) {
+    open my $in, '<', $file or next;
+    my $text = do { local $/; <$in> };
+    close $in;
+
+    # UBSan: one line per report, its stack (print_stacktrace=1) below.
+    while ($text =~ /^(.*runtime error:.*\n(?:\s+#\d+ .*\n)*)/mg) {
+        my $r = $1;
+        my ($head) = $r =~ /^(.*runtime error:.*)$/m;
+        push @found, [$file, $head, $r];
+    }
+    # ASan memory errors, from the ERROR line to the closing =====.
+    while ($text =~ /^(==\d+==ERROR: AddressSanitizer:.*?)(?:^={20,}\s*$|\z)/msg) {
+        my $r = $1;
+        my ($head) = $r =~ /^SUMMARY: (.*)$/m;
+        ($head) = $r =~ /ERROR: (.*)$/m unless $head;
+        push @found, [$file, $head, $r];
+    }
+    # LeakSanitizer: one paragraph per leaked allocation site.
+    while ($text =~ /^((?:Direct|Indirect) leak of .*?)(?:\n\s*\n|\z)/msg) {
+        my $r = $1;
+        my ($frame) = $r =~ m{^\s+#\d+ \S+ in (\S+ \S*(?:\Q$src\E|ngx_http_async_module\.so)\S*)}m;
+        if ($frame) {
+            my ($what) = $r =~ /^(\S+ leak of \d+ byte\(s\) in \d+ object\(s\))/;
+            push @found, [$file, "$what from $frame", $r];
+        } else {
+            $ignored++;
+        }
+    }
+}
+
+print "sanitizer: $ignored leak(s) without a module frame ignored (nginx's own)\n"
+    if $ignored;
+exit 0 unless @found;
+
+printf "sanitizer: %d report(s):\n", scalar @found;
+print "  $_->[0]: $_->[1]\n" for @found;
+print "\nthe first one in full:\n$found[0][2]\n";
+exit 1;
+PERL
+}
+
+cmd_test_asan() {
+    ensure_packages "${ASAN_PACKAGES[@]}"
+    local runtime
+    runtime=$(sanitizer_runtime)
+    build_module asan "$SAN_CFLAGS" "$SAN_LDFLAGS"
+
+    if [ $# -eq 0 ]; then
+        # Unit tests stop at the first report: they are small programs.
+        ASAN_OPTIONS=detect_leaks=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            run_unit_tests "-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+            || die "unit tests failed under the sanitizers"
+        cmd_fuzz "${ASAN_FUZZ_SECONDS:-5}"
+    fi
+
+    export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$BUILD_DIR/servroot-asan}
+    # Reports go to files next to the server root's logs/ (which the runner
+    # wipes for every block); nginx's workers may run as another user.
+    local reports=$TEST_NGINX_SERVROOT/sanitizer
+    rm -rf "$reports"
+    mkdir -p "$reports"
+    chmod 1777 "$reports"
+    # Whatever a sanitizer writes to stderr lands in error.log: keep them all.
+    export TEST_NGINX_ERROR_LOG=$reports/error.log
+
+    # Only nginx gets the runtime, not prove and perl: the runner starts
+    # TEST_NGINX_BINARY, a wrapper that sets the environment and execs the
+    # stock binary (same pid, so the runner's process handling is unchanged).
+    # nginx is a fork()ing daemon: the master reads these at exec, workers
+    # inherit the parsed options.  fast_unwind_on_malloc=0: nginx is built
+    # without frame pointers, and leak stacks must reach the module.
+    local wrapper=$BUILD_DIR/nginx-asan/nginx-asan
+    cat >"$wrapper" <<WRAPPER
+#!/bin/sh
+# generated by build.sh test asan: stock nginx with the ASan runtime
+export LD_PRELOAD='$runtime'
+export ASAN_OPTIONS='detect_leaks=1:fast_unwind_on_malloc=0:malloc_context_size=40:abort_on_error=0:halt_on_error=0:log_path=$reports/asan'
+export UBSAN_OPTIONS='print_stacktrace=1:halt_on_error=0:log_path=$reports/ubsan'
+exec '$NGINX_BIN' "\$@"
+WRAPPER
+    chmod +x "$wrapper"
+    log "asan: $NGINX_BIN with $runtime preloaded"
+    local status=0
+    NGINX_BIN=$wrapper run_integration_tests "$MODULE_SO" "$@" || status=$?
+
+    log "asan: scanning $reports"
+    local found=0
+    scan_sanitizer_reports "$reports"/asan.* "$reports"/ubsan.* \
+        "$reports/error.log" >"$reports/summary.txt" || found=1
+    if [ $found -ne 0 ]; then
+        cat "$reports/summary.txt" >&2
+        die "sanitizer reports found, see above and $reports"
+    fi
+    grep -h '^sanitizer:' "$reports/summary.txt" >&2 || true
+    [ $status -eq 0 ] || die "Test::Nginx suites failed under the sanitizers"
+    log "asan: no sanitizer reports"
+}
+
+cmd_test_valgrind() {
+    ensure_packages "${VALGRIND_PACKAGES[@]}"
+    build_module default
+    export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$BUILD_DIR/servroot-valgrind}
+    # The runner wraps nginx in memcheck (--leak-check=full, definite leaks
+    # only), stops it after every block and fails the block on any report.
+    export TEST_NGINX_USE_VALGRIND=1
+    export TEST_NGINX_VALGRIND_SUPP=$ROOT/t/valgrind.suppress
+    # Everything is ~20x slower under valgrind.
+    export TEST_NGINX_TIMEOUT=${TEST_NGINX_TIMEOUT:-30}
+    export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-1}
+    run_integration_tests "$MODULE_SO" "$@"
+}
+
+# --- fuzzing ------------------------------------------------------------------
+
+cmd_fuzz() {
+    local seconds=${1:-30}
+    case "$seconds" in
+        ''|*[!0-9]*) die "fuzz: SECONDS must be a number, got '$seconds'" ;;
+    esac
+    mkdir -p "$BUILD_DIR"
+    ensure_packages "${FUZZ_PACKAGES[@]}"
+    local out=$BUILD_DIR/fuzz
+    mkdir -p "$out"
+    local target name bin corpus artifacts failed=()
+    for target in "$ROOT"/t/fuzz/fuzz_*.cpp; do
+        [ -f "$target" ] || continue
+        name=$(basename "$target" .cpp)
+        name=${name#fuzz_}
+        bin=$out/fuzz_$name
+        log "fuzz: building $name"
+        clang++ -std=c++17 -g -O1 -fno-omit-frame-pointer \
+            -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+            -I"$ROOT/src" "$target" "$ROOT"/src/core/*.cpp -lsimdjson \
+            -o "$bin" || die "fuzz: building $target failed"
+
+        # libFuzzer adds what it finds to the corpus directory: work on a
+        # copy, never on the checked-in seeds.
+        corpus=$out/corpus/$name
+        artifacts=$out/artifacts/$name
+        rm -rf "$corpus" "$artifacts"
+        mkdir -p "$corpus" "$artifacts"
+        if [ -d "$ROOT/t/fuzz/corpus/$name" ]; then
+            cp -a "$ROOT/t/fuzz/corpus/$name/." "$corpus/"
+        else
+            log "fuzz: no seed corpus t/fuzz/corpus/$name"
+        fi
+
+        log "fuzz: running $name for ${seconds}s"
+        if ! (cd "$out" && UBSAN_OPTIONS=print_stacktrace=1 \
+                "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+                    -print_final_stats=1 -artifact_prefix="$artifacts/" \
+                    "$corpus") >"$out/$name.log" 2>&1; then
+            tail -40 "$out/$name.log" >&2
+            local input
+            for input in "$artifacts"/*; do
+                [ -f "$input" ] || continue
+                printf 'build.sh: fuzz_%s failed on input %s\n  reproduce: %s %s\n' \
+                    "$name" "$input" "$bin" "$input" >&2
+            done
+            failed+=("$name")
+        else
+            grep -E '^stat::number_of_executed_units' "$out/$name.log" \
+                | sed "s/^/==> fuzz: $name: /" >&2 || true
+        fi
+    done
+    [ ${#failed[@]} -eq 0 ] || die "fuzz: failing targets: ${failed[*]} (logs in $out)"
+}
+
+# --- lint ---------------------------------------------------------------------
+
+# compile_commands.json for src/*.cpp from the default build: the exact
+# flags and nginx include paths make uses, with the C++ driver clang-tidy
+# understands instead of cxx.sh.
+write_compile_commands() {
+    local tree=$1 dest=$2
+    (cd "$tree" && make -f objs/Makefile -n -B modules 2>/dev/null) \
+        | perl -e '
+            my ($tree, $root) = @ARGV;
+            local $/; my $all = <STDIN>; $all =~ s/\\\n//g;
+            my @out;
+            for my $line (split /\n/, $all) {
+                next unless $line =~ m{cxx\.sh\s+\S+\s+\S+\s+(.*?\s(\S+\.cpp))\s*$};
+                my ($args, $file) = ($1, $2);
+                $args =~ s/\s-o\s+\S+//;
+                $args =~ s/\s-(?:Wmissing-prototypes|Wstrict-prototypes|Wold-style-definition|Wnested-externs|Wbad-function-cast|Wdeclaration-after-statement|Werror|std=\S+)\b//g;
+                $args =~ s/\s\Q$file\E\s*$//;
+                my $cmd = "clang++ -std=c++17 -fno-exceptions -fno-rtti $args $file";
+                $cmd =~ s/(["\\])/\\$1/g;
+                push @out, qq(  {"directory": "$tree", "file": "$file", "command": "$cmd"});
+            }
+            print "[\n", join(",\n", @out), "\n]\n";
+        ' "$tree" "$ROOT" >"$dest"
+    grep -q '"file"' "$dest" || die "lint: no compile commands found in $tree"
+}
+
+cmd_lint() {
+    mkdir -p "$BUILD_DIR"
+    ensure_packages "${BUILD_PACKAGES[@]}" "${LINT_PACKAGES[@]}" libcmocka-dev
+    build_module default
+    local tree=$BUILD_DIR/nginx-default out=$BUILD_DIR/lint failed=()
+    mkdir -p "$out"
+    write_compile_commands "$tree" "$out/compile_commands.json"
+
+    local srcs=("$ROOT"/src/*.cpp "$ROOT"/src/core/*.cpp)
+    log "lint: clang-tidy (${#srcs[@]} files)"
+    if ! clang-tidy -p "$out" --quiet "${srcs[@]}" >"$out/clang-tidy.log" 2>&1 \
+            || grep -qE '(warning|error):' "$out/clang-tidy.log"; then
+        grep -vE '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.?$' \
+            "$out/clang-tidy.log" >&2
+        failed+=(clang-tidy)
+    fi
+
+    log "lint: cppcheck"
+    if ! cppcheck --quiet --std=c++17 --language=c++ --inline-suppr \
+            --enable=warning,performance,portability \
+            --suppress=missingIncludeSystem --suppress=missingInclude \
+            --library=std --error-exitcode=1 -I"$ROOT/src" \
+            --template='{file}:{line}: {severity}: {message} [{id}]' \
+            "$ROOT/src" "$ROOT/t/unit" >"$out/cppcheck.log" 2>&1; then
+        cat "$out/cppcheck.log" >&2
+        failed+=(cppcheck)
+    fi
+
+    log "lint: clang-format"
+    local fmt_files=()
+    mapfile -t fmt_files < <(cd "$ROOT" && ls src/*.cpp src/*.hpp src/core/*.cpp \
+        src/core/*.hpp t/unit/*.cpp t/unit/*.hpp t/fuzz/*.cpp 2>/dev/null)
+    if ! (cd "$ROOT" && clang-format --dry-run --Werror "${fmt_files[@]}") \
+            >"$out/clang-format.log" 2>&1; then
+        grep -E '^[^ ].*: (error|warning):' "$out/clang-format.log" \
+            | cut -d: -f1 | sort | uniq -c \
+            | awk '{printf "  %s: %d lines differ from .clang-format\n", $2, $1}' >&2
+        log "lint: clang-format -i FILE shows the fix; full log $out/clang-format.log"
+        failed+=(clang-format)
+    fi
+    [ ${#failed[@]} -eq 0 ] || die "lint failed: ${failed[*]}"
+    log "lint: clean"
 }
 
 # --- demo -------------------------------------------------------------------
@@ -234,6 +536,8 @@ case "$command" in
     build) cmd_build "$@" ;;
     test) cmd_test "$@" ;;
     run) cmd_run "$@" ;;
+    fuzz) cmd_fuzz "$@" ;;
+    lint) cmd_lint "$@" ;;
     help|-h|--help) usage ;;
     *) usage; exit 2 ;;
 esac
