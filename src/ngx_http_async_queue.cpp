@@ -104,9 +104,9 @@ static ngx_int_t ngx_http_async_queue_subrequest_done(ngx_http_request_t *r,
                                                       void *data, ngx_int_t rc)
 {
     auto *entry = static_cast<ngx_http_async_queue_entry_t *>(data);
-    // a subrequest shares its parent's pool, so its slot is given back here
-    // rather than when the whole request ends
-    if (r->done || rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+    // a subrequest shares its parent's pool, so its slot is given back when
+    // its content is finished rather than when the whole request ends
+    if (rc != NGX_AGAIN) {
         ngx_http_async_queue_release(entry);
     }
     if (entry->parent_ps != nullptr && entry->parent_ps->handler != nullptr) {

@@ -251,6 +251,17 @@ static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
     return NGX_OK;
 }
 
+static void ngx_http_async_queue_log_reclaimed(
+    ngx_cycle_t *cycle, ngx_http_async_queue_zone_t *zone, uint32_t reclaimed)
+{
+    if (reclaimed > 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "async_queue_zone \"%V\": reclaimed %uD slots and "
+                      "queue places of exited worker processes",
+                      &zone->name, reclaimed);
+    }
+}
+
 static bool ngx_http_async_pid_alive(int64_t pid)
 {
     return kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
@@ -288,12 +299,7 @@ ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle)
                                               &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        if (reclaimed > 0) {
-            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                          "async_queue_zone \"%V\": reclaimed %uD slots of "
-                          "exited worker processes",
-                          &zone->name, reclaimed);
-        }
+        ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
         ngx_http_async_wake_owners(zone, wake);
     }
     return NGX_OK;
@@ -313,8 +319,10 @@ void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
         }
         async::wake_set wake{};
         ngx_shmtx_lock(&zone->shpool->mutex);
-        async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive, &wake);
+        uint32_t reclaimed = async::ticket_queue_reap(
+            zone->q, ngx_http_async_pid_alive, &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
         ngx_http_async_wake_owners(zone, wake);
     }
 }

@@ -80,8 +80,10 @@ void dispatch(ticket_queue *q, wake_set *wake)
     }
 }
 
-void drop_owner_holdings(ticket_queue *q, uint32_t owner)
+// Returns how many slots and queue places were given back.
+uint32_t drop_owner_holdings(ticket_queue *q, uint32_t owner)
 {
+    uint32_t dropped = 0;
     queue_owner &o = q->owners[owner];
     queue_node *nodes = q->nodes();
     for (uint32_t n = 0; n < q->capacity; n++) {
@@ -96,11 +98,14 @@ void drop_owner_holdings(ticket_queue *q, uint32_t owner)
         }
         q->counters.cancelled++;
         free_node(q, n);
+        dropped++;
     }
+    dropped += o.active;
     q->active -= o.active;
     o.active = 0;
     o.waiting = 0;
     o.granted = {no_node, no_node};
+    return dropped;
 }
 
 bool owner_holds_anything(const queue_owner &o)
@@ -253,8 +258,7 @@ uint32_t ticket_queue_claim(ticket_queue *q, uint32_t owner, int64_t pid,
     queue_owner &o = q->owners[owner];
     uint32_t reclaimed = 0;
     if (o.pid != pid && owner_holds_anything(o)) {
-        reclaimed = o.active;
-        drop_owner_holdings(q, owner);
+        reclaimed = drop_owner_holdings(q, owner);
         dispatch(q, wake);
     }
     o.pid = pid;
@@ -270,8 +274,7 @@ uint32_t ticket_queue_reap(ticket_queue *q, pid_alive_fn alive,
         if (o.pid == 0 || !owner_holds_anything(o) || alive(o.pid)) {
             continue;
         }
-        reclaimed += o.active;
-        drop_owner_holdings(q, i);
+        reclaimed += drop_owner_holdings(q, i);
         o.pid = 0;
     }
     dispatch(q, wake);

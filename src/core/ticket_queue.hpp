@@ -114,7 +114,8 @@ void ticket_queue_leave(ticket_queue *q, uint32_t node, leave_reason why,
                         wake_set *wake);
 
 // A worker process starts in slot owner: whatever a dead predecessor in
-// that slot held is given back. Returns the number of slots reclaimed.
+// that slot held is given back. Returns the number of slots and queue
+// places reclaimed.
 uint32_t ticket_queue_claim(ticket_queue *q, uint32_t owner, int64_t pid,
                             wake_set *wake);
 

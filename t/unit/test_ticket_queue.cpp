@@ -16,10 +16,6 @@ using namespace async;
 
 namespace {
 
-struct arena {
-    ticket_queue *q;
-};
-
 ticket_queue *make_queue(uint32_t capacity, uint32_t active, uint32_t length)
 {
     void *mem = std::aligned_alloc(alignof(ticket_queue),
@@ -219,7 +215,7 @@ void test_respawned_worker_reclaims_dead_predecessor(void **)
 
     // worker 0 (pid 100) dies; its successor in slot 0 is pid 101
     wake = no_wake();
-    assert_int_equal(ticket_queue_claim(q, 0, 101, &wake), 2);
+    assert_int_equal(ticket_queue_claim(q, 0, 101, &wake), 3);
     assert_int_equal(q->counters.cancelled, 1);
     // both freed slots: one goes to worker 1's waiter, one stays free
     assert_int_equal(wake.count, 1);
