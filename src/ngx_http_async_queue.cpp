@@ -64,7 +64,7 @@ static void ngx_http_async_queue_release(ngx_http_async_queue_entry_t *entry)
     async::ticket_queue_release(zone->q,
                                 static_cast<uint32_t>(ngx_process_slot), &wake);
     ngx_shmtx_unlock(&zone->shpool->mutex);
-    ngx_http_async_wake_owners(zone, wake);
+    ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
 }
 
 static void ngx_http_async_queue_unpark(ngx_http_async_queue_entry_t *entry)
@@ -94,7 +94,7 @@ static void ngx_http_async_queue_cleanup(void *data)
         async::ticket_queue_leave(zone->q, entry->node,
                                   async::leave_reason::cancelled, &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
-        ngx_http_async_wake_owners(zone, wake);
+        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
         return;
     }
     ngx_http_async_queue_release(entry);
@@ -313,7 +313,7 @@ static void ngx_http_async_queue_timeout(ngx_event_t *ev)
     ngx_http_async_queue_unpark(entry);
     entry->outcome = queue_outcome::timed_out;
     entry->waited = ngx_current_msec - entry->entered;
-    ngx_http_async_wake_owners(zone, wake);
+    ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
 
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "async_queue \"%V\": request timed out after %M ms in queue",
@@ -387,22 +387,6 @@ void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle)
             ngx_http_async_queue_resume(entry);
         }
     }
-}
-
-ngx_uint_t ngx_http_async_queue_parked_here(ngx_cycle_t *cycle)
-{
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr) {
-        return 0;
-    }
-    ngx_uint_t n = 0;
-    auto *zones =
-        static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->queue_zones.nelts; i++) {
-        n += zones[i]->parked_count;
-    }
-    return n;
 }
 
 // --- directives ---------------------------------------------------------

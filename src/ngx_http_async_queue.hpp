@@ -2,6 +2,7 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
+#include "ngx_http_async_wake.hpp"
 #include "core/histogram.hpp"
 #include "core/retry_after.hpp"
 #include "core/ticket_queue.hpp"
@@ -53,8 +54,5 @@ ngx_int_t ngx_http_async_queue_snapshot(ngx_http_async_queue_zone_t *zone,
 // Resumes this worker's requests that were handed a slot (wake handler).
 void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle);
 
-// Wake-up of other workers (ngx_http_async_wake.cpp).
-ngx_int_t ngx_http_async_wake_init_process(ngx_cycle_t *cycle);
-void ngx_http_async_wake_exit_process(ngx_cycle_t *cycle);
-void ngx_http_async_wake_owners(ngx_http_async_queue_zone_t *zone,
-                                const async::wake_set &wake);
+// The safety timer's part for queue zones: slots of vanished processes.
+void ngx_http_async_queue_reap(ngx_cycle_t *cycle);

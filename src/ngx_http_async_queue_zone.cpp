@@ -300,7 +300,7 @@ ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle)
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
-        ngx_http_async_wake_owners(zone, wake);
+        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
     }
     return NGX_OK;
 }
@@ -323,7 +323,7 @@ void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
             zone->q, ngx_http_async_pid_alive, &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
-        ngx_http_async_wake_owners(zone, wake);
+        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
     }
 }
 

@@ -3,13 +3,11 @@
 // own event loop; a worker that hands a slot to another worker's waiter
 // sends it one byte. A slow safety timer covers a lost datagram and slots
 // of processes that vanished.
+#include "ngx_http_async_wake.hpp"
 #include "ngx_http_async_queue.hpp"
 
 #include <sys/socket.h>
 #include <sys/un.h>
-
-ngx_uint_t ngx_http_async_queue_parked_here(ngx_cycle_t *cycle);
-void ngx_http_async_queue_reap(ngx_cycle_t *cycle);
 
 static constexpr ngx_msec_t safety_interval = 1000;
 
@@ -29,6 +27,7 @@ static socklen_t ngx_http_async_wake_address(ngx_pid_t pid,
                                   + (last - p));
 }
 
+// Every concern's reaction to a wake-up.
 static void ngx_http_async_wake_run(ngx_cycle_t *cycle)
 {
     ngx_http_async_queue_resume_granted(cycle);
@@ -68,56 +67,56 @@ static void ngx_http_async_wake_safety_handler(ngx_event_t *ev)
     }
 }
 
-void ngx_http_async_wake_owners(ngx_http_async_queue_zone_t *zone,
-                                const async::wake_set &wake)
+static void ngx_http_async_wake_send(ngx_pid_t pid)
 {
-    if (wake.count == 0 && !wake.overflow) {
-        return;
-    }
-    ngx_pid_t pids[async::wake_set::cap];
-    ngx_uint_t npids = 0;
-    bool self = false;
-
-    if (wake.overflow) {
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        for (uint32_t i = 0; i < async::max_queue_owners; i++) {
-            const async::queue_owner &o = zone->q->owners[i];
-            if (o.granted.head == async::no_node || o.pid == 0) {
-                continue;
-            }
-            if (o.pid == ngx_pid) {
-                self = true;
-            } else if (npids < async::wake_set::cap) {
-                pids[npids++] = static_cast<ngx_pid_t>(o.pid);
-            }
-        }
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-    } else {
-        for (uint32_t i = 0; i < wake.count; i++) {
-            int64_t pid = wake.pids[i];
-            if (pid == ngx_pid) {
-                self = true;
-            } else if (pid != 0) {
-                pids[npids++] = static_cast<ngx_pid_t>(pid);
-            }
-        }
-    }
-
-    if (self && ngx_http_async_wake_local.handler != nullptr
-        && !ngx_http_async_wake_local.posted) {
-        // never resume requests from inside the caller's stack
-        ngx_post_event(&ngx_http_async_wake_local, &ngx_posted_events);
-    }
     if (ngx_http_async_wake_conn == nullptr) {
         return;
     }
+    struct sockaddr_un sun;
+    socklen_t len = ngx_http_async_wake_address(pid, &sun);
+    // EAGAIN means a wake-up is already pending; a vanished worker is
+    // reaped by the safety timer
+    (void) sendto(ngx_http_async_wake_conn->fd, "w", 1, MSG_DONTWAIT,
+                  reinterpret_cast<struct sockaddr *>(&sun), len);
+}
+
+void ngx_http_async_wake_pid(ngx_pid_t pid)
+{
+    if (pid == ngx_pid) {
+        if (ngx_http_async_wake_local.handler != nullptr
+            && !ngx_http_async_wake_local.posted) {
+            ngx_post_event(&ngx_http_async_wake_local, &ngx_posted_events);
+        }
+        return;
+    }
+    if (pid > 0) {
+        ngx_http_async_wake_send(pid);
+    }
+}
+
+void ngx_http_async_wake_owners(ngx_slab_pool_t *shpool,
+                                const async::ticket_queue *q,
+                                const async::wake_set &wake)
+{
+    if (!wake.overflow) {
+        for (uint32_t i = 0; i < wake.count; i++) {
+            ngx_http_async_wake_pid(static_cast<ngx_pid_t>(wake.pids[i]));
+        }
+        return;
+    }
+
+    ngx_pid_t pids[async::max_queue_owners];
+    ngx_uint_t npids = 0;
+    ngx_shmtx_lock(&shpool->mutex);
+    for (uint32_t i = 0; i < async::max_queue_owners; i++) {
+        const async::queue_owner &o = q->owners[i];
+        if (o.granted.head != async::no_node && o.pid != 0) {
+            pids[npids++] = static_cast<ngx_pid_t>(o.pid);
+        }
+    }
+    ngx_shmtx_unlock(&shpool->mutex);
     for (ngx_uint_t i = 0; i < npids; i++) {
-        struct sockaddr_un sun;
-        socklen_t len = ngx_http_async_wake_address(pids[i], &sun);
-        // EAGAIN means a wake-up is already pending; a vanished worker is
-        // reaped by the safety timer
-        (void) sendto(ngx_http_async_wake_conn->fd, "w", 1, MSG_DONTWAIT,
-                      reinterpret_cast<struct sockaddr *>(&sun), len);
+        ngx_http_async_wake_pid(pids[i]);
     }
 }
 
