@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Admission-queue benchmarks (a measurement, not a test). Loopback only;
+# every phase is bounded in time. Prints a Markdown report on stdout.
+#
+#   bench/queue.sh [SECONDS_PER_WRK_RUN]      (default 5)
+#
+# 1. overhead of async_queue with free slots vs the same location without it
+# 2. memory per parked request and drain time with 10,000 parked
+# 3. wake latency from a slot's release to the parked request's answer
+# 4. the same overload through HAProxy (maxconn + timeout queue) and here
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SECS=${1:-5}
+BASE=${BENCH_PORT:-8700}
+FRONT=$BASE BACK=$((BASE + 1)) HAP=$((BASE + 2))
+WORK=$(mktemp -d /tmp/async-bench-queue.XXXXXX)
+NGINX=${NGINX_BIN:-/usr/sbin/nginx}
+
+for tool in wrk haproxy python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk haproxy)" >&2; exit 1; }
+done
+SO=$("$ROOT/build.sh" build 2>/dev/null | tail -1)
+ECHO_SO=/usr/lib/nginx/modules/ngx_http_echo_module.so
+ulimit -n "$(ulimit -Hn)"
+
+cleanup() {
+    for d in front back; do
+        [ -f "$WORK/$d/logs/nginx.pid" ] && kill -QUIT "$(cat "$WORK/$d/logs/nginx.pid")" 2>/dev/null || true
+    done
+    [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_nginx() { # name http-block
+    local dir=$WORK/$1
+    mkdir -p "$dir/conf" "$dir/logs" "$dir/tmp"
+    cat >"$dir/conf/nginx.conf" <<EOF
+load_module $SO;
+load_module $ECHO_SO;
+user root;
+worker_processes 2;
+worker_rlimit_nofile 19000;
+pid logs/nginx.pid;
+error_log logs/error.log warn;
+events { worker_connections 15000; }
+http {
+    access_log off;
+    client_body_temp_path tmp;
+    keepalive_requests 100000;
+$2
+}
+EOF
+    "$NGINX" -p "$dir" -c conf/nginx.conf
+    sleep 0.5
+}
+
+worker_pids() {
+    pgrep -P "$(cat "$WORK/$1/logs/nginx.pid")" | paste -sd, -
+}
+
+start_nginx back "
+    server {
+        listen 127.0.0.1:$BACK backlog=4096;
+        location /b { echo_sleep 0.05; echo ok; }
+    }"
+
+start_nginx front "
+    async_queue_zone zone=free:1m active=1000000 length=10;
+    async_queue_zone zone=park:2m active=1 length=20000 timeout=300s;
+    async_queue_zone zone=wake:1m active=1 length=10 timeout=10s;
+    async_queue_zone zone=over:1m active=100 length=1000 timeout=10s;
+    limit_req_zone \$server_name zone=lr:1m rate=1r/m;
+    upstream back { server 127.0.0.1:$BACK; keepalive 128; }
+    server {
+        listen 127.0.0.1:$FRONT backlog=16384 reuseport;
+        location = /status { async_status; }
+        location = /plain { echo ok; }
+        location = /queued { async_queue free; echo ok; }
+        location /park/hold { async_queue park; echo_sleep 5; echo held; }
+        location /park/go { async_queue park; echo ok; }
+        location /lr { limit_req zone=lr burst=20000; echo ok; }
+        location /wake/hold { async_queue wake; echo_sleep 0.05; echo held; }
+        location /wake/go { async_queue wake; echo ok; }
+        location /over {
+            async_queue over;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+            proxy_pass http://back/b;
+        }
+    }"
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    maxconn 9000
+    nbthread 2
+    pidfile $WORK/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 10s
+frontend fe
+    bind 127.0.0.1:$HAP
+    default_backend be
+backend be
+    http-reuse always
+    server b1 127.0.0.1:$BACK maxconn 100 maxqueue 1000
+EOF
+haproxy -D -f "$WORK/haproxy.cfg"
+sleep 0.5
+
+wrk_rps() { # path connections -> requests/s
+    wrk -t2 -c"$2" -d"${SECS}s" "http://127.0.0.1:$FRONT$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "## Admission queue"
+echo
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $("$NGINX" -v 2>&1 | cut -d' ' -f3); module $(git -C "$ROOT" rev-parse --short HEAD)."
+echo "Command: \`bench/queue.sh $SECS\`."
+echo
+
+# 1. overhead, alternating runs
+plain=() queued=()
+for round in 1 2 3 4 5; do
+    plain+=("$(wrk_rps /plain 50)")
+    queued+=("$(wrk_rps /queued 50)")
+done
+p=$(printf '%s\n' "${plain[@]}" | median)
+q=$(printf '%s\n' "${queued[@]}" | median)
+echo "### 1. Overhead with free slots (wrk -t2 -c50, ${SECS}s, median of 5 alternating runs)"
+echo
+echo "| location | requests/s |"
+echo "|---|---|"
+echo "| \`echo ok\` | $p |"
+echo "| \`async_queue\` + \`echo ok\` | $q |"
+echo "| ratio | $(awk -v a="$q" -v b="$p" 'BEGIN {printf "%.3f", a / b}') |"
+echo
+
+# 2. parking cost
+park=$(python3 "$ROOT/bench/lib/queue_clients.py" park "$FRONT" 10000 "$(worker_pids front)")
+sleep 1
+lr=$(python3 "$ROOT/bench/lib/queue_clients.py" park-limit-req "$FRONT" 10000 "$(worker_pids front)")
+echo "### 2. Parking 10,000 requests (active=1, the slot held for 5 s)"
+echo
+echo "For scale, the same 10,000 requests held by nginx's own \`limit_req\`"
+echo "delay: what nginx spends on any request it keeps waiting."
+echo
+python3 - "$park" "$lr" <<'EOF'
+import json, sys
+r = json.loads(sys.argv[1])
+l = json.loads(sys.argv[2])
+print("| held by | requests | worker RSS before | worker RSS held | per request | drain time | served |")
+print("|---|---|---|---|---|---|---|")
+print(f"| `async_queue` | {r['parked']} | {r['rss_before_kb']} KB | {r['rss_parked_kb']} KB | "
+      f"{r['per_request_bytes'] / 1024:.2f} KB | {r['drain_seconds']:.2f} s | {r['served']} |")
+print(f"| `limit_req` delay | {l['held']} | {l['rss_before_kb']} KB | {l['rss_held_kb']} KB | "
+      f"{l['per_request_bytes'] / 1024:.2f} KB | - | - |")
+EOF
+echo
+
+# 3. wake latency
+wake=$(python3 "$ROOT/bench/lib/queue_clients.py" wake "$FRONT" 300)
+echo "### 3. Release to admission (300 rounds, two workers)"
+echo
+echo "Time from the slot holder's answer reaching the client to the parked"
+echo "request's answer reaching the client: the wake-up plus one response."
+echo
+python3 - "$wake" <<'EOF'
+import json, sys
+r = json.loads(sys.argv[1])
+print("| rounds | p50 | p99 | max |")
+print("|---|---|---|---|")
+print(f"| {r['rounds']} | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms |")
+EOF
+echo
+
+# 4. overload: HAProxy vs this module, same backend
+overload() { # port path
+    wrk -t2 -c2000 -d"${SECS}s" --latency "http://127.0.0.1:$1$2" >"$WORK/wrk.out" 2>&1 || true
+    local total non2xx p99 rps
+    total=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
+    non2xx=$(awk '/Non-2xx/ {print $5}' "$WORK/wrk.out")
+    p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")
+    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
+    echo "$((total - ${non2xx:-0})) ${non2xx:-0} $p99 $rps"
+}
+read -r h_ok h_rej h_p99 h_rps <<<"$(overload "$HAP" /b)"
+sleep 1
+read -r m_ok m_rej m_p99 m_rps <<<"$(overload "$FRONT" /over)"
+echo "### 4. Overload: 2,000 clients, 100 slots, 1,000 queue places, 50 ms backend (wrk -t2 -c2000, ${SECS}s)"
+echo
+echo "| front | served (2xx) | rejected (503) | requests/s | p99 latency |"
+echo "|---|---|---|---|---|"
+echo "| HAProxy \`maxconn 100 maxqueue 1000\`, \`timeout queue 10s\` | $h_ok | $h_rej | $h_rps | $h_p99 |"
+echo "| nginx \`async_queue_zone active=100 length=1000 timeout=10s\` | $m_ok | $m_rej | $m_rps | $m_p99 |"
+echo
+over=$(curl -s "http://127.0.0.1:$FRONT/status" | python3 -c 'import json,sys; z=json.load(sys.stdin)["queue_zones"]["over"]; print(z["active"], z["waiting"])')
+echo "Zone after the run (active, waiting): $over."
