@@ -105,10 +105,12 @@ defaults
     timeout queue 10s
 frontend fe
     bind 127.0.0.1:$HAP
+    # the queue-length limit: HAProxy's own queue has none
+    http-request return status 503 if { queue(be) ge 1000 }
     default_backend be
 backend be
     http-reuse always
-    server b1 127.0.0.1:$BACK maxconn 100 maxqueue 1000
+    server b1 127.0.0.1:$BACK maxconn 100
 EOF
 haproxy -D -f "$WORK/haproxy.cfg"
 sleep 0.5
@@ -197,7 +199,7 @@ echo "### 4. Overload: 2,000 clients, 100 slots, 1,000 queue places, 50 ms backe
 echo
 echo "| front | served (2xx) | rejected (503) | requests/s | p99 latency |"
 echo "|---|---|---|---|---|"
-echo "| HAProxy \`maxconn 100 maxqueue 1000\`, \`timeout queue 10s\` | $h_ok | $h_rej | $h_rps | $h_p99 |"
+echo "| HAProxy \`maxconn 100\`, 503 when \`queue(be) ge 1000\`, \`timeout queue 10s\` | $h_ok | $h_rej | $h_rps | $h_p99 |"
 echo "| nginx \`async_queue_zone active=100 length=1000 timeout=10s\` | $m_ok | $m_rej | $m_rps | $m_p99 |"
 echo
 over=$(curl -s "http://127.0.0.1:$FRONT/status" | python3 -c 'import json,sys; z=json.load(sys.stdin)["queue_zones"]["over"]; print(z["active"], z["waiting"])')
