@@ -3,6 +3,7 @@
 // capture filter keeps; post-subrequest handlers and timers only record
 // what happened and post the request, which then decides (fan-in).
 #include "ngx_http_async_fanout.hpp"
+#include "ngx_http_async_stats.hpp"
 
 #include "core/json_body.hpp"
 #include "core/parse.hpp"
@@ -138,8 +139,10 @@ static void ngx_http_async_fanout_resolve(ngx_http_async_call_t *call,
         ngx_http_async_fanout_stats.failed_calls++;
         if (reason == fanout_reason::timeout) {
             ngx_http_async_fanout_stats.timeouts++;
+            ngx_http_async_stats_bump(fanout_stat::timed_out_calls);
         } else if (reason == fanout_reason::cancelled) {
             ngx_http_async_fanout_stats.cancelled++;
+            ngx_http_async_stats_bump(fanout_stat::cancelled_calls);
         }
     }
 }
@@ -257,6 +260,7 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
     fo->start_msec = tp->msec;
     fo->unresolved = fo->ncalls;
     ngx_http_async_fanout_stats.fanouts++;
+    ngx_http_async_stats_bump(fanout_stat::started);
 
     r->write_event_handler = ngx_http_async_fanout_wake;
     if (r == r->main) {
@@ -359,6 +363,7 @@ static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo)
                 call->winner = a;
                 if (k == 1) {
                     ngx_http_async_fanout_stats.hedge_wins++;
+                    ngx_http_async_stats_bump(fanout_stat::hedge_wins);
                 }
                 break;
             } else {
@@ -449,6 +454,7 @@ static void ngx_http_async_fanout_hedge(ngx_event_t *ev)
         && !call->attempts[0].finished) {
         if (ngx_http_async_fanout_launch(fo, call) == NGX_OK) {
             ngx_http_async_fanout_stats.hedged++;
+            ngx_http_async_stats_bump(fanout_stat::hedged_calls);
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                            "async_fetch \"%V\": hedged", &call->conf->name);
         }
@@ -519,6 +525,18 @@ static void ngx_http_async_fanout_cleanup(void *data)
     if (fo->deadline.timer_set) {
         ngx_del_timer(&fo->deadline);
     }
+    // the outcome, once per fan-out: every call is resolved by now
+    fanout_stat outcome = fanout_stat::completed;
+    for (ngx_uint_t i = 0; i < fo->ncalls; i++) {
+        if (fo->calls[i].state != call_state::ok) {
+            outcome = fo->calls[i].conf->optional ? fanout_stat::partial
+                                                  : fanout_stat::failed;
+            if (outcome == fanout_stat::failed) {
+                break;
+            }
+        }
+    }
+    ngx_http_async_stats_bump(outcome);
 }
 
 static void ngx_http_async_fanout_pool_cleanup(void *data)

@@ -2,6 +2,7 @@
 // process hooks. Each concern's behaviour lives in its own glue file.
 #include "ngx_http_async_module.hpp"
 #include "ngx_http_async_queue.hpp"
+#include "ngx_http_async_stats.hpp"
 
 static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf);
@@ -103,6 +104,9 @@ static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf)
 
 static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf)
 {
+    if (ngx_http_async_stats_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
     return ngx_http_async_queue_init(cf);
 }
 
@@ -158,6 +162,7 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->aggregate, prev->aggregate, 0);
     ngx_conf_merge_size_value(conf->fetch_max_size, prev->fetch_max_size,
                               1024 * 1024);
+    ngx_http_async_stats_note_use(cf, conf);
     return ngx_http_async_fanout_merge(cf, conf);
 }
 

@@ -12,6 +12,8 @@ constexpr ngx_int_t NGX_HTTP_ASYNC_RETRY_AFTER_OFF = -3;
 
 struct ngx_http_async_main_conf_t {
     ngx_array_t queue_zones; // ngx_http_async_queue_zone_t *
+    ngx_shm_zone_t *stats_zone; // module-wide counters (stats.cpp)
+    ngx_flag_t stats_used;      // a location uses the module
 };
 
 struct ngx_http_async_loc_conf_t {

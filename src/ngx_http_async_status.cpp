@@ -1,10 +1,12 @@
 // async_status: a read-only report of every zone of the module, like
 // stub_status. Counters are copied under each zone's lock, then formatted
-// without any lock held.
-#include "ngx_http_async_module.hpp"
-#include "ngx_http_async_queue.hpp"
+// without any lock held, as JSON or as Prometheus text
+// (ngx_http_async_status_prometheus.cpp).
+#include "ngx_http_async_status.hpp"
 
-#include "core/json_writer.hpp"
+#include "core/ascii.hpp"
+
+enum class status_format { json, prometheus, unknown };
 
 static ngx_int_t ngx_http_async_status_handler(ngx_http_request_t *r);
 
@@ -25,6 +27,43 @@ char *ngx_http_async_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     return NGX_CONF_OK;
 }
 
+// --- snapshot -----------------------------------------------------------
+
+static ngx_int_t
+ngx_http_async_status_snapshot(ngx_http_request_t *r,
+                               ngx_http_async_status_snapshot_t *s)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_get_module_main_conf(r, ngx_http_async_module));
+
+    ngx_memzero(s, sizeof(*s));
+    ngx_uint_t n = amcf->queue_zones.nelts;
+    if (n > 0) {
+        s->queues =
+            async::pool_calloc_array<ngx_http_async_queue_snapshot_t>(r->pool,
+                                                                      n);
+        if (s->queues == nullptr) {
+            return NGX_ERROR;
+        }
+        auto *zones =
+            static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
+        for (ngx_uint_t i = 0; i < n; i++) {
+            if (ngx_http_async_queue_snapshot(zones[i], &s->queues[s->nqueues])
+                == NGX_OK) {
+                s->nqueues++;
+            }
+        }
+    }
+
+    // TODO(jobs): one ngx_http_async_status_job_t per job zone, copied
+    // from ngx_http_async_job_snapshot(zone, out) when the jobs land.
+
+    ngx_http_async_stats_fanout_snapshot(s->fanout);
+    return NGX_OK;
+}
+
+// --- JSON ---------------------------------------------------------------
+
 static void ngx_http_async_status_histogram(async::json_writer &w,
                                             const async::histogram &h)
 {
@@ -44,49 +83,65 @@ static void ngx_http_async_status_histogram(async::json_writer &w,
     w.end_object();
 }
 
-static void ngx_http_async_status_queue_zones(async::json_writer &w,
-                                              ngx_http_async_main_conf_t *amcf)
+static void ngx_http_async_status_field(async::json_writer &w,
+                                        std::string_view name, uint64_t v)
+{
+    w.key(name);
+    w.number_u64(v);
+}
+
+static void
+ngx_http_async_status_queue_zones(async::json_writer &w,
+                                  const ngx_http_async_status_snapshot_t &s)
 {
     w.key("queue_zones");
     w.begin_object();
-    auto *zones =
-        static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->queue_zones.nelts; i++) {
-        ngx_http_async_queue_snapshot_t s;
-        if (ngx_http_async_queue_snapshot(zones[i], &s) != NGX_OK) {
-            continue;
-        }
-        w.key(async::view(s.name));
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        w.key(async::view(q.name));
         w.begin_object();
-        w.key("active");
-        w.number_u64(s.active);
-        w.key("max_active");
-        w.number_u64(s.max_active);
-        w.key("waiting");
-        w.number_u64(s.waiting);
-        w.key("length");
-        w.number_u64(s.length);
-        w.key("timeout_ms");
-        w.number_u64(s.timeout);
-        w.key("passed");
-        w.number_u64(s.counters.passed);
-        w.key("queued");
-        w.number_u64(s.counters.queued);
-        w.key("rejected");
-        w.number_u64(s.counters.rejected);
-        w.key("timed_out");
-        w.number_u64(s.counters.timed_out);
-        w.key("cancelled");
-        w.number_u64(s.counters.cancelled);
+        ngx_http_async_status_field(w, "active", q.active);
+        ngx_http_async_status_field(w, "max_active", q.max_active);
+        ngx_http_async_status_field(w, "waiting", q.waiting);
+        ngx_http_async_status_field(w, "length", q.length);
+        ngx_http_async_status_field(w, "timeout_ms", q.timeout);
+        ngx_http_async_status_field(w, "passed", q.counters.passed);
+        ngx_http_async_status_field(w, "queued", q.counters.queued);
+        ngx_http_async_status_field(w, "rejected", q.counters.rejected);
+        ngx_http_async_status_field(w, "timed_out", q.counters.timed_out);
+        ngx_http_async_status_field(w, "cancelled", q.counters.cancelled);
         w.key("wait_seconds");
-        ngx_http_async_status_histogram(w, s.wait);
+        ngx_http_async_status_histogram(w, q.wait);
         w.end_object();
     }
     w.end_object();
 }
 
-static bool ngx_http_async_status_write(async::json_writer &w,
-                                        ngx_http_async_main_conf_t *amcf)
+static void
+ngx_http_async_status_job_zones(async::json_writer &w,
+                                const ngx_http_async_status_snapshot_t &s)
+{
+    w.key("job_zones");
+    w.begin_object();
+    for (ngx_uint_t i = 0; i < s.njobs; i++) {
+        const ngx_http_async_status_job_t &j = s.jobs[i];
+        w.key(async::view(j.name));
+        w.begin_object();
+        ngx_http_async_status_field(w, "queued", j.queued);
+        ngx_http_async_status_field(w, "running", j.running);
+        ngx_http_async_status_field(w, "completed", j.completed);
+        ngx_http_async_status_field(w, "failed", j.failed);
+        ngx_http_async_status_field(w, "cancelled", j.cancelled);
+        ngx_http_async_status_field(w, "expired", j.expired);
+        ngx_http_async_status_field(w, "stored_bytes", j.stored_bytes);
+        ngx_http_async_status_field(w, "max_result", j.max_result);
+        w.end_object();
+    }
+    w.end_object();
+}
+
+bool ngx_http_async_status_json(async::json_writer &w,
+                                const ngx_http_async_status_snapshot_t &s)
 {
     w.begin_object();
     w.key("module");
@@ -95,9 +150,96 @@ static bool ngx_http_async_status_write(async::json_writer &w,
     w.string(async::module_version);
     w.key("nginx_version");
     w.string(NGINX_VERSION);
-    ngx_http_async_status_queue_zones(w, amcf);
+    ngx_http_async_status_queue_zones(w, s);
+    ngx_http_async_status_job_zones(w, s);
+    w.key("fanout");
+    w.begin_object();
+    for (ngx_uint_t i = 0; i < fanout_stat_count; i++) {
+        ngx_http_async_status_field(
+            w, ngx_http_async_stats_fanout_name(static_cast<fanout_stat>(i)),
+            s.fanout[i]);
+    }
+    w.end_object();
     w.end_object();
     return w.complete();
+}
+
+// --- handler ------------------------------------------------------------
+
+// ?format=json|prometheus wins; otherwise the Accept header decides.
+static status_format ngx_http_async_status_format(ngx_http_request_t *r)
+{
+    ngx_str_t arg;
+    if (ngx_http_arg(r, const_cast<u_char *>(
+                            reinterpret_cast<const u_char *>("format")),
+                     6, &arg)
+        == NGX_OK) {
+        if (async::iequals(async::view(arg), "json")) {
+            return status_format::json;
+        }
+        if (async::iequals(async::view(arg), "prometheus")) {
+            return status_format::prometheus;
+        }
+        return status_format::unknown;
+    }
+
+    ngx_list_part_t *part = &r->headers_in.headers.part;
+    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+    for (ngx_uint_t i = 0;; i++) {
+        if (i >= part->nelts) {
+            if (part->next == nullptr) {
+                break;
+            }
+            part = part->next;
+            h = static_cast<ngx_table_elt_t *>(part->elts);
+            i = 0;
+        }
+        if (h[i].hash != 0 && async::iequals(async::view(h[i].key), "Accept")
+            && async::prometheus_text_accepted(async::view(h[i].value))) {
+            return status_format::prometheus;
+        }
+    }
+    return status_format::json;
+}
+
+// Formats into a pool buffer, doubling it when the report does not fit.
+static ngx_buf_t *ngx_http_async_status_render(
+    ngx_http_request_t *r, status_format format,
+    const ngx_http_async_status_snapshot_t &s)
+{
+    size_t cap = (format == status_format::prometheus ? 8192 : 4096)
+                 + (s.nqueues + s.njobs) * 4096;
+    for (int attempt = 0; attempt < 4; attempt++, cap *= 2) {
+        ngx_buf_t *b = ngx_create_temp_buf(r->pool, cap);
+        if (b == nullptr) {
+            return nullptr;
+        }
+        auto *p = reinterpret_cast<char *>(b->pos);
+        if (format == status_format::prometheus) {
+            async::prometheus_writer w(p, cap);
+            if (ngx_http_async_status_prometheus(w, s)) {
+                b->last = b->pos + w.length();
+                return b;
+            }
+            if (w.misused()) {
+                break;
+            }
+        } else {
+            async::json_writer w(p, cap - 1);
+            if (ngx_http_async_status_json(w, s)) {
+                b->last = b->pos + w.length();
+                *b->last++ = '\n';
+                return b;
+            }
+            if (w.misused()) {
+                break;
+            }
+        }
+        ngx_pfree(r->pool, b->start);
+    }
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "async_status: cannot format the report (%uz bytes)", cap);
+    return nullptr;
 }
 
 static ngx_int_t ngx_http_async_status_handler(ngx_http_request_t *r)
@@ -111,36 +253,43 @@ static ngx_int_t ngx_http_async_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_get_module_main_conf(r, ngx_http_async_module));
-
-    ngx_buf_t *b = nullptr;
-    size_t cap = 4096 + amcf->queue_zones.nelts * 2048;
-    for (int attempt = 0; attempt < 4; attempt++, cap *= 2) {
-        b = ngx_create_temp_buf(r->pool, cap);
-        if (b == nullptr) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-        async::json_writer w(reinterpret_cast<char *>(b->pos), cap - 1);
-        if (ngx_http_async_status_write(w, amcf)) {
-            b->last = b->pos + w.length();
-            *b->last++ = '\n';
-            break;
-        }
-        b = nullptr;
+    status_format format = ngx_http_async_status_format(r);
+    if (format == status_format::unknown) {
+        return NGX_HTTP_BAD_REQUEST;
     }
+
+    ngx_http_async_status_snapshot_t s;
+    if (ngx_http_async_status_snapshot(r, &s) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ngx_buf_t *b = ngx_http_async_status_render(r, format, s);
     if (b == nullptr) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "async_status: report does not fit in %uz bytes", cap);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    if (format == status_format::prometheus) {
+        r->headers_out.content_type =
+            async::ngx_string_of(async::prometheus_content_type);
+        // the media type without its parameters, for charset_types & co
+        r->headers_out.content_type_len = sizeof("text/plain") - 1;
+    } else {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+    }
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;
+
+    // the same URI answers in two formats, chosen by Accept
+    ngx_table_elt_t *vary =
+        static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
+    if (vary == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    vary->hash = 1;
+    ngx_str_set(&vary->key, "Vary");
+    ngx_str_set(&vary->value, "Accept");
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {

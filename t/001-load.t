@@ -15,7 +15,7 @@ __DATA__
 GET /status
 --- response_headers
 Content-Type: application/json
---- response_body_like: ^\{"module":"ngx_http_async_module","version":"\d+\.\d+\.\d+","nginx_version":"1\.\d+\.\d+","queue_zones":\{\}\}$
+--- response_body_like: ^\{"module":"ngx_http_async_module","version":"\d+\.\d+\.\d+","nginx_version":"1\.\d+\.\d+","queue_zones":\{\},"job_zones":\{\},"fanout":\{"started":0,"completed":0,"partial":0,"failed":0,"timed_out_calls":0,"cancelled_calls":0,"hedged_calls":0,"hedge_wins":0\}\}$
 --- no_error_log
 [error]
 

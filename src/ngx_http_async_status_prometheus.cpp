@@ -1,0 +1,180 @@
+// async_status in the Prometheus text exposition format 0.0.4: one family
+// at a time, every zone's sample inside it, names nginx_async_*.
+#include "ngx_http_async_status.hpp"
+
+using async::metric_type;
+
+static void
+ngx_http_async_status_prom_queues(async::prometheus_writer &w,
+                                  const ngx_http_async_status_snapshot_t &s)
+{
+    if (s.nqueues == 0) {
+        return;
+    }
+    struct gauge {
+        std::string_view name;
+        std::string_view help;
+        uint32_t ngx_http_async_queue_snapshot_t::*field;
+    };
+    static constexpr gauge gauges[] = {
+        {"nginx_async_queue_active", "Requests holding a slot of the zone.",
+         &ngx_http_async_queue_snapshot_t::active},
+        {"nginx_async_queue_max_active",
+         "Slots of the zone (active= or per_cpu= times CPUs).",
+         &ngx_http_async_queue_snapshot_t::max_active},
+        {"nginx_async_queue_waiting", "Requests parked in the zone's queue.",
+         &ngx_http_async_queue_snapshot_t::waiting},
+        {"nginx_async_queue_length",
+         "Places in the zone's queue (length=).",
+         &ngx_http_async_queue_snapshot_t::length},
+    };
+    for (const gauge &g : gauges) {
+        w.family(g.name, metric_type::gauge, g.help);
+        for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+            const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+            w.sample(g.name, {{"zone", async::view(q.name)}}, q.*g.field);
+        }
+    }
+
+    w.family("nginx_async_queue_timeout_seconds", metric_type::gauge,
+             "How long a request may wait in the zone's queue (timeout=).");
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        w.sample_thousandths("nginx_async_queue_timeout_seconds",
+                             {{"zone", async::view(q.name)}}, q.timeout);
+    }
+
+    static constexpr std::string_view requests =
+        "nginx_async_queue_requests_total";
+    w.family(requests, metric_type::counter,
+             "Requests that went through the zone, by outcome: passed "
+             "(admitted at once), queued (admitted after waiting), rejected "
+             "(queue full), timed_out, cancelled (client left while "
+             "waiting).");
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        std::string_view zone = async::view(q.name);
+        w.sample(requests, {{"zone", zone}, {"outcome", "passed"}},
+                 q.counters.passed);
+        w.sample(requests, {{"zone", zone}, {"outcome", "queued"}},
+                 q.counters.queued);
+        w.sample(requests, {{"zone", zone}, {"outcome", "rejected"}},
+                 q.counters.rejected);
+        w.sample(requests, {{"zone", zone}, {"outcome", "timed_out"}},
+                 q.counters.timed_out);
+        w.sample(requests, {{"zone", zone}, {"outcome", "cancelled"}},
+                 q.counters.cancelled);
+    }
+
+    w.family("nginx_async_queue_wait_seconds", metric_type::histogram,
+             "Time admitted requests waited for a slot (0 for passed).");
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        w.histogram_seconds({{"zone", async::view(q.name)}},
+                            async::histogram_cumulate(q.wait));
+    }
+}
+
+static void
+ngx_http_async_status_prom_jobs(async::prometheus_writer &w,
+                                const ngx_http_async_status_snapshot_t &s)
+{
+    if (s.njobs == 0) {
+        return;
+    }
+    struct metric {
+        std::string_view name;
+        metric_type type;
+        std::string_view help;
+        uint64_t ngx_http_async_status_job_t::*field;
+    };
+    static constexpr metric metrics[] = {
+        {"nginx_async_job_queued", metric_type::gauge,
+         "Jobs waiting to start.", &ngx_http_async_status_job_t::queued},
+        {"nginx_async_job_running", metric_type::gauge, "Jobs running.",
+         &ngx_http_async_status_job_t::running},
+        {"nginx_async_job_completed_total", metric_type::counter,
+         "Jobs finished with a result.",
+         &ngx_http_async_status_job_t::completed},
+        {"nginx_async_job_failed_total", metric_type::counter,
+         "Jobs finished with an error.", &ngx_http_async_status_job_t::failed},
+        {"nginx_async_job_cancelled_total", metric_type::counter,
+         "Jobs cancelled by a client.",
+         &ngx_http_async_status_job_t::cancelled},
+        {"nginx_async_job_expired_total", metric_type::counter,
+         "Job results dropped after their retention time.",
+         &ngx_http_async_status_job_t::expired},
+        {"nginx_async_job_stored_bytes", metric_type::gauge,
+         "Result bytes held in the zone.",
+         &ngx_http_async_status_job_t::stored_bytes},
+        {"nginx_async_job_max_result_bytes", metric_type::gauge,
+         "The largest result a job may store.",
+         &ngx_http_async_status_job_t::max_result},
+    };
+    for (const metric &m : metrics) {
+        w.family(m.name, m.type, m.help);
+        for (ngx_uint_t i = 0; i < s.njobs; i++) {
+            const ngx_http_async_status_job_t &j = s.jobs[i];
+            w.sample(m.name, {{"zone", async::view(j.name)}}, j.*m.field);
+        }
+    }
+}
+
+static void
+ngx_http_async_status_prom_fanout(async::prometheus_writer &w,
+                                  const ngx_http_async_status_snapshot_t &s)
+{
+    auto at = [&](fanout_stat which) {
+        return s.fanout[static_cast<ngx_uint_t>(which)];
+    };
+    w.family("nginx_async_fanout_started_total", metric_type::counter,
+             "Fan-outs (async_fetch locations) begun.");
+    w.sample("nginx_async_fanout_started_total", {},
+             at(fanout_stat::started));
+
+    static constexpr std::string_view finished =
+        "nginx_async_fanout_finished_total";
+    w.family(finished, metric_type::counter,
+             "Fan-outs ended, by outcome: completed (every call answered), "
+             "partial (optional calls failed), failed (a required call "
+             "failed, or the client left).");
+    w.sample(finished, {{"outcome", "completed"}},
+             at(fanout_stat::completed));
+    w.sample(finished, {{"outcome", "partial"}}, at(fanout_stat::partial));
+    w.sample(finished, {{"outcome", "failed"}}, at(fanout_stat::failed));
+
+    static constexpr std::string_view failed_calls =
+        "nginx_async_fanout_calls_failed_total";
+    w.family(failed_calls, metric_type::counter,
+             "Calls given up, by reason: timed_out (timeout= or "
+             "async_timeout), cancelled (a required call failed, a hedge "
+             "lost, the client left).");
+    w.sample(failed_calls, {{"reason", "timed_out"}},
+             at(fanout_stat::timed_out_calls));
+    w.sample(failed_calls, {{"reason", "cancelled"}},
+             at(fanout_stat::cancelled_calls));
+
+    w.family("nginx_async_fanout_hedged_calls_total", metric_type::counter,
+             "Hedged attempts started (hedge=).");
+    w.sample("nginx_async_fanout_hedged_calls_total", {},
+             at(fanout_stat::hedged_calls));
+    w.family("nginx_async_fanout_hedge_wins_total", metric_type::counter,
+             "Calls answered first by their hedged attempt.");
+    w.sample("nginx_async_fanout_hedge_wins_total", {},
+             at(fanout_stat::hedge_wins));
+}
+
+bool ngx_http_async_status_prometheus(
+    async::prometheus_writer &w, const ngx_http_async_status_snapshot_t &s)
+{
+    w.family("nginx_async_info", metric_type::gauge,
+             "ngx_http_async_module and nginx versions.");
+    w.sample("nginx_async_info",
+             {{"version", async::module_version},
+              {"nginx_version", NGINX_VERSION}},
+             1);
+    ngx_http_async_status_prom_queues(w, s);
+    ngx_http_async_status_prom_jobs(w, s);
+    ngx_http_async_status_prom_fanout(w, s);
+    return w.ok();
+}
