@@ -52,7 +52,10 @@ static ngx_int_t ngx_http_async_capture_header_filter(ngx_http_request_t *r)
         return NGX_OK; // an error page after a header: the first one counts
     }
     a->header_seen = true;
-    a->status = r->headers_out.status;
+    // an upstream without a valid status line is passed on as HTTP/0.9
+    // with no status at all: for a call, that is a bad gateway
+    a->status = r->headers_out.status != 0 ? r->headers_out.status
+                                           : NGX_HTTP_BAD_GATEWAY;
     a->content_type = r->headers_out.content_type;
     a->content_length = r->headers_out.content_length_n;
 
