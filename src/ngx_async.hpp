@@ -58,6 +58,21 @@ inline ngx_str_t pool_copy(ngx_pool_t *pool, std::string_view s)
     return out;
 }
 
+// Registers a null-terminated table of variables (preconfiguration).
+inline ngx_int_t add_variables(ngx_conf_t *cf, const ngx_http_variable_t *vars)
+{
+    for (const ngx_http_variable_t *v = vars; v->name.len; v++) {
+        ngx_str_t name = v->name;
+        ngx_http_variable_t *var = ngx_http_add_variable(cf, &name, v->flags);
+        if (var == nullptr) {
+            return NGX_ERROR;
+        }
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+    return NGX_OK;
+}
+
 constexpr std::string_view module_version = "0.1.0";
 
 } // namespace async

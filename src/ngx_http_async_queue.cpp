@@ -526,16 +526,7 @@ static ngx_http_variable_t ngx_http_async_queue_variables[] = {
 
 ngx_int_t ngx_http_async_queue_add_variables(ngx_conf_t *cf)
 {
-    for (ngx_http_variable_t *v = ngx_http_async_queue_variables; v->name.len;
-         v++) {
-        ngx_http_variable_t *var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == nullptr) {
-            return NGX_ERROR;
-        }
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-    return NGX_OK;
+    return async::add_variables(cf, ngx_http_async_queue_variables);
 }
 
 ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf)
