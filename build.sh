@@ -27,7 +27,11 @@ BUILD_PACKAGES=(nginx nginx-dev g++ make libssl-dev libpcre2-dev zlib1g-dev
                 libsimdjson-dev)
 TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                libtext-diff-perl liblist-moreutils-perl libipc-run-perl
-               libwww-perl curl)
+               libwww-perl curl
+               # async_status: the reference parser of the Prometheus text
+               python3-prometheus-client
+               # the browser test of the demo's job page (t/045-browser.t)
+               chromium chromium-driver)
 # The sanitizer build and the fuzzers use clang (libFuzzer; one runtime for
 # ASan and UBSan); gcc's runtimes (ASAN_CC=gcc) come with g++.
 # llvm: llvm-symbolizer, for file:line in clang's sanitizer reports.
