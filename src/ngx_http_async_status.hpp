@@ -11,14 +11,19 @@
 // One job zone's numbers, in the status page's terms.
 struct ngx_http_async_status_job_t {
     ngx_str_t name;
-    uint64_t queued;       // waiting to start
-    uint64_t running;      // started, not finished
-    uint64_t completed;    // finished with a result
-    uint64_t failed;       // finished with an error
-    uint64_t cancelled;    // cancelled by a client
-    uint64_t expired;      // results dropped after their retention
+    uint64_t queued;       // jobs held now, by state
+    uint64_t running;
+    uint64_t completed;
+    uint64_t failed;
+    uint64_t cancelled;
+    uint64_t expired;      // results dropped after their retention, total
     uint64_t stored_bytes; // result bytes held in the zone now
     uint64_t max_result;   // the largest result a job may store
+    uint64_t submitted;    // totals since the zone was created
+    uint64_t rejected;
+    uint64_t completed_total;
+    uint64_t failed_total;
+    uint64_t cancelled_total;
 };
 
 struct ngx_http_async_status_snapshot_t {

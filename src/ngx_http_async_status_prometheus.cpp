@@ -82,40 +82,68 @@ ngx_http_async_status_prom_jobs(async::prometheus_writer &w,
     if (s.njobs == 0) {
         return;
     }
-    struct metric {
+    using job = ngx_http_async_status_job_t;
+
+    static constexpr std::string_view jobs = "nginx_async_job_jobs";
+    w.family(jobs, metric_type::gauge, "Jobs held in the zone now, by state.");
+    static constexpr struct {
+        std::string_view state;
+        uint64_t job::*field;
+    } states[] = {{"queued", &job::queued},
+                  {"running", &job::running},
+                  {"completed", &job::completed},
+                  {"failed", &job::failed},
+                  {"cancelled", &job::cancelled}};
+    for (ngx_uint_t i = 0; i < s.njobs; i++) {
+        for (const auto &st : states) {
+            w.sample(jobs,
+                     {{"zone", async::view(s.jobs[i].name)},
+                      {"state", st.state}},
+                     s.jobs[i].*st.field);
+        }
+    }
+
+    static constexpr std::string_view finished =
+        "nginx_async_job_finished_total";
+    w.family(finished, metric_type::counter,
+             "Jobs that ended, by outcome, since the zone was created.");
+    static constexpr struct {
+        std::string_view outcome;
+        uint64_t job::*field;
+    } outcomes[] = {{"completed", &job::completed_total},
+                    {"failed", &job::failed_total},
+                    {"cancelled", &job::cancelled_total}};
+    for (ngx_uint_t i = 0; i < s.njobs; i++) {
+        for (const auto &o : outcomes) {
+            w.sample(finished,
+                     {{"zone", async::view(s.jobs[i].name)},
+                      {"outcome", o.outcome}},
+                     s.jobs[i].*o.field);
+        }
+    }
+
+    static constexpr struct {
         std::string_view name;
         metric_type type;
         std::string_view help;
-        uint64_t ngx_http_async_status_job_t::*field;
-    };
-    static constexpr metric metrics[] = {
-        {"nginx_async_job_queued", metric_type::gauge,
-         "Jobs waiting to start.", &ngx_http_async_status_job_t::queued},
-        {"nginx_async_job_running", metric_type::gauge, "Jobs running.",
-         &ngx_http_async_status_job_t::running},
-        {"nginx_async_job_completed_total", metric_type::counter,
-         "Jobs finished with a result.",
-         &ngx_http_async_status_job_t::completed},
-        {"nginx_async_job_failed_total", metric_type::counter,
-         "Jobs finished with an error.", &ngx_http_async_status_job_t::failed},
-        {"nginx_async_job_cancelled_total", metric_type::counter,
-         "Jobs cancelled by a client.",
-         &ngx_http_async_status_job_t::cancelled},
+        uint64_t job::*field;
+    } metrics[] = {
+        {"nginx_async_job_submitted_total", metric_type::counter,
+         "Jobs accepted (202) since the zone was created.", &job::submitted},
+        {"nginx_async_job_rejected_total", metric_type::counter,
+         "Jobs turned away (zone or queue full).", &job::rejected},
         {"nginx_async_job_expired_total", metric_type::counter,
-         "Job results dropped after their retention time.",
-         &ngx_http_async_status_job_t::expired},
+         "Job results dropped after their retention time.", &job::expired},
         {"nginx_async_job_stored_bytes", metric_type::gauge,
-         "Result bytes held in the zone.",
-         &ngx_http_async_status_job_t::stored_bytes},
+         "Result bytes held in the zone now.", &job::stored_bytes},
         {"nginx_async_job_max_result_bytes", metric_type::gauge,
-         "The largest result a job may store.",
-         &ngx_http_async_status_job_t::max_result},
+         "The largest result a job may store.", &job::max_result},
     };
-    for (const metric &m : metrics) {
+    for (const auto &m : metrics) {
         w.family(m.name, m.type, m.help);
         for (ngx_uint_t i = 0; i < s.njobs; i++) {
-            const ngx_http_async_status_job_t &j = s.jobs[i];
-            w.sample(m.name, {{"zone", async::view(j.name)}}, j.*m.field);
+            w.sample(m.name, {{"zone", async::view(s.jobs[i].name)}},
+                     s.jobs[i].*m.field);
         }
     }
 }
