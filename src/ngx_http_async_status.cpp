@@ -14,7 +14,7 @@ char *ngx_http_async_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                       void *conf)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    (void) cmd;
+    (void)cmd;
 
     if (alcf->status != NGX_CONF_UNSET) {
         return const_cast<char *>("is duplicate");
@@ -39,17 +39,16 @@ ngx_http_async_status_snapshot(ngx_http_request_t *r,
     ngx_memzero(s, sizeof(*s));
     ngx_uint_t n = amcf->queue_zones.nelts;
     if (n > 0) {
-        s->queues =
-            async::pool_calloc_array<ngx_http_async_queue_snapshot_t>(r->pool,
-                                                                      n);
+        s->queues = async::pool_calloc_array<ngx_http_async_queue_snapshot_t>(
+            r->pool, n);
         if (s->queues == nullptr) {
             return NGX_ERROR;
         }
         auto *zones =
             static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
         for (ngx_uint_t i = 0; i < n; i++) {
-            if (ngx_http_async_queue_snapshot(zones[i], &s->queues[s->nqueues])
-                == NGX_OK) {
+            if (ngx_http_async_queue_snapshot(
+                    zones[i], &s->queues[s->nqueues]) == NGX_OK) {
                 s->nqueues++;
             }
         }
@@ -170,10 +169,9 @@ bool ngx_http_async_status_json(async::json_writer &w,
 static status_format ngx_http_async_status_format(ngx_http_request_t *r)
 {
     ngx_str_t arg;
-    if (ngx_http_arg(r, const_cast<u_char *>(
-                            reinterpret_cast<const u_char *>("format")),
-                     6, &arg)
-        == NGX_OK) {
+    if (ngx_http_arg(
+            r, const_cast<u_char *>(reinterpret_cast<const u_char *>("format")),
+            6, &arg) == NGX_OK) {
         if (async::iequals(async::view(arg), "json")) {
             return status_format::json;
         }
@@ -194,8 +192,8 @@ static status_format ngx_http_async_status_format(ngx_http_request_t *r)
             h = static_cast<ngx_table_elt_t *>(part->elts);
             i = 0;
         }
-        if (h[i].hash != 0 && async::iequals(async::view(h[i].key), "Accept")
-            && async::prometheus_text_accepted(async::view(h[i].value))) {
+        if (h[i].hash != 0 && async::iequals(async::view(h[i].key), "Accept") &&
+            async::prometheus_text_accepted(async::view(h[i].value))) {
             return status_format::prometheus;
         }
     }
@@ -203,12 +201,12 @@ static status_format ngx_http_async_status_format(ngx_http_request_t *r)
 }
 
 // Formats into a pool buffer, doubling it when the report does not fit.
-static ngx_buf_t *ngx_http_async_status_render(
-    ngx_http_request_t *r, status_format format,
-    const ngx_http_async_status_snapshot_t &s)
+static ngx_buf_t *
+ngx_http_async_status_render(ngx_http_request_t *r, status_format format,
+                             const ngx_http_async_status_snapshot_t &s)
 {
-    size_t cap = (format == status_format::prometheus ? 8192 : 4096)
-                 + (s.nqueues + s.njobs) * 4096;
+    size_t cap = (format == status_format::prometheus ? 8192 : 4096) +
+                 (s.nqueues + s.njobs) * 4096;
     for (int attempt = 0; attempt < 4; attempt++, cap *= 2) {
         ngx_buf_t *b = ngx_create_temp_buf(r->pool, cap);
         if (b == nullptr) {

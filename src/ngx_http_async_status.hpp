@@ -11,7 +11,7 @@
 // One job zone's numbers, in the status page's terms.
 struct ngx_http_async_status_job_t {
     ngx_str_t name;
-    uint64_t queued;       // jobs held now, by state
+    uint64_t queued; // jobs held now, by state
     uint64_t running;
     uint64_t completed;
     uint64_t failed;

@@ -24,8 +24,7 @@ ngx_http_async_status_prom_queues(async::prometheus_writer &w,
          &ngx_http_async_queue_snapshot_t::max_active},
         {"nginx_async_queue_waiting", "Requests parked in the zone's queue.",
          &ngx_http_async_queue_snapshot_t::waiting},
-        {"nginx_async_queue_length",
-         "Places in the zone's queue (length=).",
+        {"nginx_async_queue_length", "Places in the zone's queue (length=).",
          &ngx_http_async_queue_snapshot_t::length},
     };
     for (const gauge &g : gauges) {
@@ -96,10 +95,10 @@ ngx_http_async_status_prom_jobs(async::prometheus_writer &w,
                   {"cancelled", &job::cancelled}};
     for (ngx_uint_t i = 0; i < s.njobs; i++) {
         for (const auto &st : states) {
-            w.sample(jobs,
-                     {{"zone", async::view(s.jobs[i].name)},
-                      {"state", st.state}},
-                     s.jobs[i].*st.field);
+            w.sample(
+                jobs,
+                {{"zone", async::view(s.jobs[i].name)}, {"state", st.state}},
+                s.jobs[i].*st.field);
         }
     }
 
@@ -115,10 +114,10 @@ ngx_http_async_status_prom_jobs(async::prometheus_writer &w,
                     {"cancelled", &job::cancelled_total}};
     for (ngx_uint_t i = 0; i < s.njobs; i++) {
         for (const auto &o : outcomes) {
-            w.sample(finished,
-                     {{"zone", async::view(s.jobs[i].name)},
-                      {"outcome", o.outcome}},
-                     s.jobs[i].*o.field);
+            w.sample(
+                finished,
+                {{"zone", async::view(s.jobs[i].name)}, {"outcome", o.outcome}},
+                s.jobs[i].*o.field);
         }
     }
 
@@ -157,8 +156,7 @@ ngx_http_async_status_prom_fanout(async::prometheus_writer &w,
     };
     w.family("nginx_async_fanout_started_total", metric_type::counter,
              "Fan-outs (async_fetch locations) begun.");
-    w.sample("nginx_async_fanout_started_total", {},
-             at(fanout_stat::started));
+    w.sample("nginx_async_fanout_started_total", {}, at(fanout_stat::started));
 
     static constexpr std::string_view finished =
         "nginx_async_fanout_finished_total";
@@ -166,8 +164,7 @@ ngx_http_async_status_prom_fanout(async::prometheus_writer &w,
              "Fan-outs ended, by outcome: completed (every call answered), "
              "partial (optional calls failed), failed (a required call "
              "failed, or the client left).");
-    w.sample(finished, {{"outcome", "completed"}},
-             at(fanout_stat::completed));
+    w.sample(finished, {{"outcome", "completed"}}, at(fanout_stat::completed));
     w.sample(finished, {{"outcome", "partial"}}, at(fanout_stat::partial));
     w.sample(finished, {{"outcome", "failed"}}, at(fanout_stat::failed));
 
@@ -192,15 +189,15 @@ ngx_http_async_status_prom_fanout(async::prometheus_writer &w,
              at(fanout_stat::hedge_wins));
 }
 
-bool ngx_http_async_status_prometheus(
-    async::prometheus_writer &w, const ngx_http_async_status_snapshot_t &s)
+bool ngx_http_async_status_prometheus(async::prometheus_writer &w,
+                                      const ngx_http_async_status_snapshot_t &s)
 {
     w.family("nginx_async_info", metric_type::gauge,
              "ngx_http_async_module and nginx versions.");
-    w.sample("nginx_async_info",
-             {{"version", async::module_version},
-              {"nginx_version", NGINX_VERSION}},
-             1);
+    w.sample(
+        "nginx_async_info",
+        {{"version", async::module_version}, {"nginx_version", NGINX_VERSION}},
+        1);
     ngx_http_async_status_prom_queues(w, s);
     ngx_http_async_status_prom_jobs(w, s);
     ngx_http_async_status_prom_fanout(w, s);

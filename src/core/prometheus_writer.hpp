@@ -31,10 +31,11 @@ bool prometheus_text_accepted(std::string_view accept) noexcept;
 
 // Writes families in order: family() writes # HELP and # TYPE, then the
 // samples of that family follow. A sample's name must be the family's (a
-// counter's name ends in _total, # TYPE included, as 0.0.4 has it), or for a histogram the family's name
-// plus _bucket, _sum or _count. Never writes past capacity; after an
-// overflow or a misuse (invalid metric or label name, a sample of another
-// family, a sample before any family) it stops and reports the failure.
+// counter's name ends in _total, # TYPE included, as 0.0.4 has it), or for a
+// histogram the family's name plus _bucket, _sum or _count. Never writes past
+// capacity; after an overflow or a misuse (invalid metric or label name, a
+// sample of another family, a sample before any family) it stops and reports
+// the failure.
 class prometheus_writer {
   public:
     prometheus_writer(char *buf, size_t capacity) noexcept;

@@ -56,10 +56,9 @@ static void test_label_values_are_escaped(void **)
     w.sample("g", {{"zone", "a\"b\\c\nd"}}, 1);
     assert_true(w.ok());
     // HELP escapes backslash and newline only; label values also quotes
-    assert_sv_equal(w.view(),
-                    "# HELP g back\\\\slash\\nnewline \"quoted\"\n"
-                    "# TYPE g gauge\n"
-                    "g{zone=\"a\\\"b\\\\c\\nd\"} 1\n");
+    assert_sv_equal(w.view(), "# HELP g back\\\\slash\\nnewline \"quoted\"\n"
+                              "# TYPE g gauge\n"
+                              "g{zone=\"a\\\"b\\\\c\\nd\"} 1\n");
 }
 
 static void test_thousandths_are_exact(void **)
@@ -91,22 +90,22 @@ static void test_histogram_is_cumulative_with_inf_equal_to_count(void **)
     w.histogram_seconds({{"zone", "q"}}, c);
     assert_true(w.ok());
     std::string text(w.view());
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.001\"} 1\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.005\"} 2\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.5\"} 2\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"1\"} 3\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"60\"} 3\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"+Inf\"} 4\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_sum{zone=\"q\"} 120.703\n")
-                != std::string::npos);
-    assert_true(text.find("w_seconds_count{zone=\"q\"} 4\n")
-                != std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.001\"} 1\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.005\"} 2\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.5\"} 2\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"1\"} 3\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"60\"} 3\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"+Inf\"} 4\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_sum{zone=\"q\"} 120.703\n") !=
+                std::string::npos);
+    assert_true(text.find("w_seconds_count{zone=\"q\"} 4\n") !=
+                std::string::npos);
     // one line per bucket, plus _sum, _count and the two comment lines
     size_t lines = 0;
     for (char ch : text) {
@@ -196,8 +195,7 @@ static void test_accept_prometheus_scraper(void **)
     assert_true(prometheus_text_accepted("text/plain; version=0.0.4"));
     assert_true(prometheus_text_accepted("text/plain"));
     assert_true(prometheus_text_accepted("TEXT/Plain ; Version=\"0.0.4\""));
-    assert_true(
-        prometheus_text_accepted("application/json;q=0.5, text/plain"));
+    assert_true(prometheus_text_accepted("application/json;q=0.5, text/plain"));
 }
 
 static void test_accept_others_get_json(void **)
@@ -210,7 +208,8 @@ static void test_accept_others_get_json(void **)
         "image/avif,image/webp,*/*;q=0.8"));
     assert_false(prometheus_text_accepted("text/plain;q=0"));
     assert_false(prometheus_text_accepted("text/plain;version=1.0.0"));
-    assert_false(prometheus_text_accepted("text/plain;q=0.5, application/json"));
+    assert_false(
+        prometheus_text_accepted("text/plain;q=0.5, application/json"));
     assert_false(prometheus_text_accepted("text/plain;q=2"));
     assert_false(prometheus_text_accepted("text/plain;q=0.5x"));
     assert_false(prometheus_text_accepted("text/plainx"));
