@@ -1,22 +1,15 @@
 # Every $async_* variable the module registers works in log_format: the
 # format below is built from the variable tables in src/, so a new
-# variable is covered as soon as it exists. The values of a request that
+# variable is covered as soon as it exists (t/lib/AsyncSource.pm). The values of a request that
 # went through a queue and a fan-out, and of one that touched neither.
 use strict;
 use warnings;
 use lib 't/lib';
 use Test::More;
 use AsyncNginx;
+use AsyncSource;
 
-my @vars;
-for my $file (glob 'src/*.cpp') {
-    open my $fh, '<', $file or die "$file: $!";
-    my $text = do { local $/; <$fh> };
-    while ($text =~ /ngx_http_variable_t\s+\w+\[\]\s*=\s*\{(.*?)ngx_http_null_variable/sg) {
-        push @vars, $1 =~ /\{\s*ngx_string\("([^"]+)"\)/g;
-    }
-}
-@vars = sort @vars;
+my @vars = AsyncSource::variables();
 ok(@vars >= 5, 'variables found: ' . join ' ', @vars);
 
 my $format = join ' ', map { "$_=\"\$$_\"" } @vars;

