@@ -1,6 +1,7 @@
 // Module shell: directive table, module context, conf create/merge and the
 // process hooks. Each concern's behaviour lives in its own glue file.
 #include "ngx_http_async_module.hpp"
+#include "ngx_http_async_job.hpp"
 #include "ngx_http_async_queue.hpp"
 #include "ngx_http_async_stats.hpp"
 
@@ -65,6 +66,27 @@ static ngx_command_t ngx_http_async_commands[] = {
      ngx_http_async_fetch_max_size_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
 
+    {ngx_string("async_job_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+     ngx_http_async_job_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_job"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE23,
+     ngx_http_async_job_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+
+    {ngx_string("async_job_status"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+     ngx_http_async_job_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_job_callback"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+     ngx_http_async_job_callback_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
+    {ngx_string("async_job_max_wait"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
+         | NGX_CONF_TAKE1,
+     ngx_http_async_job_max_wait_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+
     ngx_null_command};
 
 static ngx_http_module_t ngx_http_async_module_ctx = {
@@ -99,12 +121,18 @@ static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf)
     if (ngx_http_async_fanout_add_variables(cf) != NGX_OK) {
         return NGX_ERROR;
     }
+    if (ngx_http_async_job_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
     return ngx_http_async_queue_add_variables(cf);
 }
 
 static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_async_stats_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    if (ngx_http_async_job_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
     return ngx_http_async_queue_init(cf);
@@ -118,6 +146,11 @@ static void *ngx_http_async_create_main_conf(ngx_conf_t *cf)
     }
     if (ngx_array_init(&amcf->queue_zones, cf->pool, 4,
                        sizeof(ngx_http_async_queue_zone_t *))
+        != NGX_OK) {
+        return nullptr;
+    }
+    if (ngx_array_init(&amcf->job_zones, cf->pool, 2,
+                       sizeof(ngx_http_async_job_zone_t *))
         != NGX_OK) {
         return nullptr;
     }
@@ -138,6 +171,7 @@ static void *ngx_http_async_create_loc_conf(ngx_conf_t *cf)
     alcf->fanout_timeout = NGX_CONF_UNSET_MSEC;
     alcf->aggregate = NGX_CONF_UNSET_UINT;
     alcf->fetch_max_size = NGX_CONF_UNSET_SIZE;
+    alcf->job_max_wait = NGX_CONF_UNSET_MSEC;
     return alcf;
 }
 
@@ -163,6 +197,10 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_size_value(conf->fetch_max_size, prev->fetch_max_size,
                               1024 * 1024);
     ngx_http_async_stats_note_use(cf, conf);
+    ngx_conf_merge_msec_value(conf->job_max_wait, prev->job_max_wait, 60000);
+    if (ngx_http_async_job_merge(cf, conf) != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
     return ngx_http_async_fanout_merge(cf, conf);
 }
 
@@ -179,10 +217,14 @@ static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle)
     }
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr || amcf->queue_zones.nelts == 0) {
+    if (amcf == nullptr
+        || (amcf->queue_zones.nelts == 0 && amcf->job_zones.nelts == 0)) {
         return NGX_OK;
     }
     if (ngx_http_async_wake_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    if (ngx_http_async_job_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
     return ngx_http_async_queue_init_process(cycle);
@@ -191,6 +233,7 @@ static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle)
 static void ngx_http_async_exit_process(ngx_cycle_t *cycle)
 {
     if (ngx_http_async_serves_requests()) {
+        ngx_http_async_job_exit_process(cycle);
         ngx_http_async_wake_exit_process(cycle);
     }
 }

@@ -12,9 +12,12 @@ constexpr ngx_int_t NGX_HTTP_ASYNC_RETRY_AFTER_OFF = -3;
 
 struct ngx_http_async_main_conf_t {
     ngx_array_t queue_zones; // ngx_http_async_queue_zone_t *
+    ngx_array_t job_zones;   // ngx_http_async_job_zone_t *
     ngx_shm_zone_t *stats_zone; // module-wide counters (stats.cpp)
     ngx_flag_t stats_used;      // a location uses the module
 };
+
+struct ngx_http_async_job_loc_t;
 
 struct ngx_http_async_loc_conf_t {
     ngx_flag_t status;             // async_status
@@ -29,6 +32,9 @@ struct ngx_http_async_loc_conf_t {
     ngx_msec_t fanout_timeout;     // async_timeout; 0: off
     ngx_uint_t aggregate;          // async_aggregate (fanout_aggregate)
     size_t fetch_max_size;         // async_fetch_max_size
+
+    ngx_http_async_job_loc_t *job; // async_job*; not inherited
+    ngx_msec_t job_max_wait;       // async_job_max_wait
 };
 
 // status (ngx_http_async_status.cpp)

@@ -4,6 +4,7 @@
 // sends it one byte. A slow safety timer covers a lost datagram and slots
 // of processes that vanished.
 #include "ngx_http_async_wake.hpp"
+#include "ngx_http_async_job.hpp"
 #include "ngx_http_async_queue.hpp"
 
 #include <sys/socket.h>
@@ -31,6 +32,7 @@ static socklen_t ngx_http_async_wake_address(ngx_pid_t pid,
 static void ngx_http_async_wake_run(ngx_cycle_t *cycle)
 {
     ngx_http_async_queue_resume_granted(cycle);
+    ngx_http_async_job_wake(cycle);
 }
 
 static void ngx_http_async_wake_read(ngx_event_t *rev)
@@ -61,6 +63,7 @@ static void ngx_http_async_wake_safety_handler(ngx_event_t *ev)
 {
     auto *cycle = const_cast<ngx_cycle_t *>(ngx_cycle);
     ngx_http_async_queue_reap(cycle);
+    ngx_http_async_job_reap(cycle);
     ngx_http_async_wake_run(cycle);
     if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
         ngx_add_timer(ev, safety_interval);

@@ -1,0 +1,227 @@
+// Request-reply jobs (async_job*): the types shared by the zone and store
+// (ngx_http_async_job_zone.cpp), the submit handler (_job_submit.cpp), the
+// background runner (_job_run.cpp), the status location (_job_status.cpp)
+// and the parked waiters (_job_wait.cpp).
+//
+// The job concern owns the request ctx slot of ngx_http_async_module.
+#pragma once
+
+#include "ngx_http_async_module.hpp"
+#include "ngx_http_async_wake.hpp"
+#include "core/base64url.hpp"
+#include "core/job_table.hpp"
+#include "core/retry_after.hpp"
+#include "core/ticket_queue.hpp"
+
+namespace async {
+
+// An ngx_str_t over a string literal.
+template <size_t N>
+inline ngx_str_t literal(const char (&s)[N])
+{
+    return {N - 1, reinterpret_cast<u_char *>(const_cast<char *>(s))};
+}
+
+} // namespace async
+
+// Lives at the start of the zone's shared memory; the ticket queue and the
+// job table follow it in the same allocation.
+struct ngx_http_async_job_shared_t {
+    async::admission_rate rate;
+    uint64_t ttl_ms;     // of the newest configuration
+    uint64_t max_result; // idem
+    uint64_t table_offset; // of the job table from the slab pool's start
+};
+
+struct ngx_http_async_job_run_t;
+struct ngx_http_async_job_waiter_t;
+
+// This worker's waiters on one job record.
+struct ngx_http_async_job_watch_t {
+    ngx_queue_t waiters; // ngx_http_async_job_waiter_t
+    ngx_queue_t link;    // in the zone's watched list while not empty
+    uint32_t index;
+};
+
+struct ngx_http_async_job_zone_t {
+    ngx_str_t name;
+    size_t size;
+    ngx_msec_t ttl;
+    size_t max_result;
+    ngx_uint_t max_active;
+    ngx_uint_t length;
+    ngx_shm_zone_t *shm_zone;
+    bool defined;
+    ngx_str_t ref_directive; // the first reference, for "unknown zone"
+    u_char *ref_file;
+    ngx_uint_t ref_line;
+    ngx_str_t status_prefix; // of the first async_job_status location
+    bool has_submit;         // an async_job location uses it
+
+    // set up by the zone's init in every cycle
+    ngx_slab_pool_t *shpool;
+    ngx_http_async_job_shared_t *sh;
+    async::ticket_queue *q;
+    async::job_table *table;
+
+    // this worker's jobs and waiters
+    ngx_queue_t runs;                      // ngx_http_async_job_run_t
+    ngx_http_async_job_run_t **by_node;    // parked runs, by queue node
+    ngx_http_async_job_watch_t *watches;   // by job index
+    ngx_queue_t watched;                   // watches with waiters
+    ngx_uint_t nwaiters;
+    uint64_t seen_changes;     // of the table, by the waiters' scan
+    uint64_t run_seen_changes; // of the table, by the runs' scan
+    time_t last_full_log;
+};
+
+// One async_job / async_job_status / async_job_callback location.
+struct ngx_http_async_job_loc_t {
+    ngx_http_async_job_zone_t *zone;   // async_job
+    ngx_http_complex_value_t uri;
+    ngx_msec_t wait;                   // wait=; 0: answer 202 at once
+    ngx_http_async_job_zone_t *status; // async_job_status
+    ngx_http_complex_value_t *callback; // async_job_callback
+    u_char *callback_file;
+    ngx_uint_t callback_line;
+};
+
+// A copy of one record, taken under the lock.
+struct ngx_http_async_job_view_t {
+    async::job_record rec;
+    uint32_t index;
+    char id[async::id_chars];
+};
+
+// What a request of the job concern keeps in the module's ctx slot: the
+// id and state for $async_job_id and $async_job_status.
+struct ngx_http_async_job_ctx_t {
+    ngx_http_async_job_run_t *run; // the fake request of a running job
+    char id[async::id_chars];
+    async::job_state state;
+    bool has_id;
+};
+
+// A copy of one zone's numbers for the status page. queued .. cancelled
+// are jobs held now, by state; expired counts since the zone was created.
+struct ngx_http_async_job_snapshot_t {
+    ngx_str_t name;
+    uint32_t queued;
+    uint32_t running;
+    uint32_t completed;
+    uint32_t failed;
+    uint32_t cancelled;
+    uint64_t expired;
+    uint64_t stored_bytes;
+    uint64_t max_result;
+    uint32_t max_active;
+    uint32_t length;
+    uint32_t capacity; // job records
+    async::job_counters counters;
+};
+
+ngx_int_t ngx_http_async_job_snapshot(ngx_http_async_job_zone_t *zone,
+                                      ngx_http_async_job_snapshot_t *out);
+
+// --- zone and store (ngx_http_async_job_zone.cpp) ------------------------
+
+uint64_t ngx_http_async_job_now_ms();
+// The record of id if it is alive; copied into *view. Takes the lock.
+bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
+                               const uint8_t id[async::id_bytes],
+                               ngx_http_async_job_view_t *view);
+// The record at index if it still has this generation. Takes the lock.
+bool ngx_http_async_job_lookup_index(ngx_http_async_job_zone_t *zone,
+                                     uint32_t index, uint32_t generation,
+                                     ngx_http_async_job_view_t *view);
+// Frees a stored result; the lock is held.
+void ngx_http_async_job_free_result_locked(ngx_http_async_job_zone_t *zone,
+                                           uint64_t offset);
+// Wakes the workers a record's watchers name; the lock is not held.
+void ngx_http_async_job_wake_watchers(ngx_http_async_job_zone_t *zone,
+                                      uint64_t watchers);
+void ngx_http_async_job_wake_all(ngx_http_async_job_zone_t *zone);
+// Removes expired jobs; the lock is held.
+uint32_t ngx_http_async_job_expire_locked(ngx_http_async_job_zone_t *zone,
+                                          uint64_t now);
+ngx_http_async_job_zone_t *
+ngx_http_async_job_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                            ngx_str_t directive);
+
+// --- runner (ngx_http_async_job_run.cpp) ---------------------------------
+
+// Takes a copy of r's request for a job; the run is parked or ready.
+ngx_http_async_job_run_t *
+ngx_http_async_job_run_create(ngx_http_request_t *r,
+                              ngx_http_async_job_zone_t *zone,
+                              ngx_http_async_job_loc_t *jlcf);
+void ngx_http_async_job_run_attach(ngx_http_async_job_run_t *run,
+                                   uint32_t index, uint32_t generation,
+                                   const uint8_t id[async::id_bytes],
+                                   uint32_t node);
+// Starts a run that holds a slot, after the current handler returns.
+void ngx_http_async_job_run_post_start(ngx_http_async_job_run_t *run);
+void ngx_http_async_job_run_destroy(ngx_http_async_job_run_t *run);
+// Wake-up: granted slots, cancellations, for every zone.
+void ngx_http_async_job_runs_wake(ngx_cycle_t *cycle);
+void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_async_job_capture_init(ngx_conf_t *cf);
+ngx_http_async_job_ctx_t *ngx_http_async_job_ctx(ngx_http_request_t *r,
+                                                 bool create);
+
+// --- answers (ngx_http_async_job_status.cpp) -----------------------------
+
+ngx_int_t ngx_http_async_job_send_json(ngx_http_request_t *r,
+                                       ngx_uint_t status, ngx_str_t body,
+                                       bool retry_after);
+ngx_str_t ngx_http_async_job_status_json(ngx_pool_t *pool,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_view_t *v);
+ngx_int_t ngx_http_async_job_send_status(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_view_t *v,
+                                         ngx_uint_t status);
+ngx_int_t ngx_http_async_job_send_accepted(ngx_http_request_t *r,
+                                           ngx_http_async_job_zone_t *zone,
+                                           const ngx_http_async_job_view_t *v,
+                                           bool preference_applied);
+// Replays a stored result; 409 with the status when there is none.
+ngx_int_t ngx_http_async_job_send_result(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_view_t *v);
+ngx_int_t ngx_http_async_job_send_not_found(ngx_http_request_t *r);
+
+// --- waiters (ngx_http_async_job_wait.cpp) -------------------------------
+
+enum class job_wait_kind : uint8_t { status, submit };
+
+// Parks r until the job at (index, generation) is final or timeout passes;
+// NGX_OK: parked; NGX_DECLINED: final already (nothing parked).
+ngx_int_t ngx_http_async_job_park(ngx_http_request_t *r,
+                                  ngx_http_async_job_zone_t *zone,
+                                  const ngx_http_async_job_view_t *v,
+                                  ngx_msec_t timeout, job_wait_kind kind,
+                                  bool preference_applied);
+void ngx_http_async_job_waiters_wake(ngx_cycle_t *cycle);
+
+// --- shell entry points ----------------------------------------------------
+
+char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                        void *conf);
+char *ngx_http_async_job_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                   void *conf);
+char *ngx_http_async_job_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                          void *conf);
+char *ngx_http_async_job_callback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                            void *conf);
+char *ngx_http_async_job_max_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                            void *conf);
+char *ngx_http_async_job_merge(ngx_conf_t *cf,
+                               ngx_http_async_loc_conf_t *conf);
+ngx_int_t ngx_http_async_job_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle);
+void ngx_http_async_job_exit_process(ngx_cycle_t *cycle);
+// Wake-up handler and safety timer parts (ngx_http_async_wake.cpp).
+void ngx_http_async_job_wake(ngx_cycle_t *cycle);
+void ngx_http_async_job_reap(ngx_cycle_t *cycle);

@@ -1,0 +1,204 @@
+// Parked waiters: long-polls of the status location (?wait=) and submits
+// with wait= or Prefer: wait. A waiter holds only its connection, a timer
+// and a list link; the worker that finishes a job wakes the workers its
+// record names, and each one answers its own waiters.
+#include "ngx_http_async_job.hpp"
+
+struct ngx_http_async_job_waiter_t {
+    ngx_http_request_t *r;
+    ngx_http_async_job_zone_t *zone;
+    ngx_queue_t link; // in its watch
+    ngx_event_t timer;
+    uint32_t index;
+    uint32_t generation;
+    job_wait_kind kind;
+    bool preference_applied;
+    bool parked;
+};
+
+static void ngx_http_async_job_waiter_cleanup(void *data);
+static void ngx_http_async_job_waiter_timeout(ngx_event_t *ev);
+
+static uint64_t ngx_http_async_job_slot_bit()
+{
+    return uint64_t{1} << (static_cast<uint32_t>(ngx_process_slot) % 64);
+}
+
+static void ngx_http_async_job_unpark(ngx_http_async_job_waiter_t *w)
+{
+    if (!w->parked) {
+        return;
+    }
+    w->parked = false;
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+    ngx_http_async_job_zone_t *zone = w->zone;
+    ngx_http_async_job_watch_t *watch = &zone->watches[w->index];
+    ngx_queue_remove(&w->link);
+    zone->nwaiters--;
+    if (!ngx_queue_empty(&watch->waiters)) {
+        return;
+    }
+    ngx_queue_remove(&watch->link);
+    // no waiter of this worker is left on the record
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    async::job_record &rec = zone->table->records()[w->index];
+    if (rec.generation == w->generation) {
+        rec.watchers &= ~ngx_http_async_job_slot_bit();
+    }
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+static void ngx_http_async_job_waiter_cleanup(void *data)
+{
+    ngx_http_async_job_unpark(static_cast<ngx_http_async_job_waiter_t *>(data));
+}
+
+ngx_int_t ngx_http_async_job_park(ngx_http_request_t *r,
+                                  ngx_http_async_job_zone_t *zone,
+                                  const ngx_http_async_job_view_t *v,
+                                  ngx_msec_t timeout, job_wait_kind kind,
+                                  bool preference_applied)
+{
+    if (zone->watches == nullptr) {
+        return NGX_ERROR;
+    }
+    auto *w = async::pool_calloc<ngx_http_async_job_waiter_t>(r->pool);
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (w == nullptr || cln == nullptr) {
+        return NGX_ERROR;
+    }
+
+    bool waits = false;
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    async::job_record &rec = zone->table->records()[v->index];
+    if (rec.generation == v->rec.generation
+        && (rec.state == async::job_state::queued
+            || rec.state == async::job_state::running)) {
+        rec.watchers |= ngx_http_async_job_slot_bit();
+        waits = true;
+    }
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+    if (!waits) {
+        return NGX_DECLINED;
+    }
+
+    w->r = r;
+    w->zone = zone;
+    w->index = v->index;
+    w->generation = v->rec.generation;
+    w->kind = kind;
+    w->preference_applied = preference_applied;
+    w->parked = true;
+    cln->handler = ngx_http_async_job_waiter_cleanup;
+    cln->data = w;
+
+    ngx_http_async_job_watch_t *watch = &zone->watches[v->index];
+    if (ngx_queue_empty(&watch->waiters)) {
+        ngx_queue_insert_tail(&zone->watched, &watch->link);
+    }
+    ngx_queue_insert_tail(&watch->waiters, &w->link);
+    zone->nwaiters++;
+
+    w->timer.handler = ngx_http_async_job_waiter_timeout;
+    w->timer.data = w;
+    w->timer.log = r->connection->log;
+    ngx_add_timer(&w->timer, timeout);
+
+    // notice a client that goes away while parked
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    if (r->connection->read->ready) {
+        ngx_post_event(r->connection->read, &ngx_posted_events);
+    } else if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+        ngx_http_async_job_unpark(w);
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+// The job is final, gone, or the wait is over: answer.
+static void ngx_http_async_job_answer(ngx_http_async_job_waiter_t *w)
+{
+    ngx_http_request_t *r = w->r;
+    ngx_connection_t *c = r->connection;
+    ngx_http_async_job_unpark(w);
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_http_async_job_view_t v;
+    ngx_int_t rc;
+    if (!ngx_http_async_job_lookup_index(w->zone, w->index, w->generation,
+                                         &v)) {
+        rc = ngx_http_async_job_send_not_found(r);
+    } else if (w->kind == job_wait_kind::status) {
+        rc = ngx_http_async_job_send_status(r, w->zone, &v, NGX_HTTP_OK);
+    } else if (v.rec.state == async::job_state::completed) {
+        rc = ngx_http_async_job_send_result(r, w->zone, &v);
+    } else {
+        rc = ngx_http_async_job_send_accepted(r, w->zone, &v,
+                                              w->preference_applied);
+    }
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+static void ngx_http_async_job_waiter_timeout(ngx_event_t *ev)
+{
+    ngx_http_async_job_answer(
+        static_cast<ngx_http_async_job_waiter_t *>(ev->data));
+}
+
+// A wake-up: answer the waiters whose job reached a final state or went.
+static void ngx_http_async_job_zone_waiters(ngx_http_async_job_zone_t *zone)
+{
+    if (zone->nwaiters == 0 || zone->watches == nullptr) {
+        return;
+    }
+    ngx_queue_t ready;
+    ngx_queue_init(&ready);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    if (zone->table->changes == zone->seen_changes) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+    zone->seen_changes = zone->table->changes;
+    ngx_queue_t *next;
+    for (ngx_queue_t *q = ngx_queue_head(&zone->watched);
+         q != ngx_queue_sentinel(&zone->watched); q = next) {
+        next = ngx_queue_next(q);
+        auto *watch = ngx_queue_data(q, ngx_http_async_job_watch_t, link);
+        auto *first = ngx_queue_data(ngx_queue_head(&watch->waiters),
+                                     ngx_http_async_job_waiter_t, link);
+        const async::job_record &rec = zone->table->records()[watch->index];
+        if (rec.generation == first->generation
+            && (rec.state == async::job_state::queued
+                || rec.state == async::job_state::running)) {
+            continue;
+        }
+        ngx_queue_remove(&watch->link);
+        ngx_queue_insert_tail(&ready, &watch->link);
+    }
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    // each answer unlinks its waiter, and the last one its watch
+    while (!ngx_queue_empty(&ready)) {
+        auto *watch = ngx_queue_data(ngx_queue_head(&ready),
+                                     ngx_http_async_job_watch_t, link);
+        auto *w = ngx_queue_data(ngx_queue_head(&watch->waiters),
+                                 ngx_http_async_job_waiter_t, link);
+        ngx_http_async_job_answer(w);
+    }
+}
+
+void ngx_http_async_job_waiters_wake(ngx_cycle_t *cycle)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    auto *zones =
+        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
+    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
+        ngx_http_async_job_zone_waiters(zones[i]);
+    }
+}
