@@ -386,6 +386,16 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
+    async::wait_arg wait =
+        async::parse_query_wait(async::view(r->args), "wait", wait_arg_max);
+    if (wait.status == async::wait_status::invalid
+        || wait.status == async::wait_status::too_large) {
+        static const ngx_str_t bad =
+            ngx_string("{\"error\":\"wait must be whole seconds\"}\n");
+        return ngx_http_async_job_send_json(r, NGX_HTTP_BAD_REQUEST, bad,
+                                            false);
+    }
+
     std::string_view id_text;
     bool result = false;
     uint8_t id[async::id_bytes];
@@ -413,15 +423,6 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
         return ngx_http_async_job_send_result(r, zone, &v);
     }
 
-    async::wait_arg wait =
-        async::parse_query_wait(async::view(r->args), "wait", wait_arg_max);
-    if (wait.status == async::wait_status::invalid
-        || wait.status == async::wait_status::too_large) {
-        static const ngx_str_t bad =
-            ngx_string("{\"error\":\"wait must be whole seconds\"}\n");
-        return ngx_http_async_job_send_json(r, NGX_HTTP_BAD_REQUEST, bad,
-                                            false);
-    }
     if (wait.status == async::wait_status::ok && wait.seconds > 0
         && !async::job_final(v.rec.state)) {
         ngx_msec_t timeout = ngx_min(
