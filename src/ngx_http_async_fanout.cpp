@@ -814,7 +814,8 @@ static ngx_int_t ngx_http_async_fanout_variable(ngx_http_request_t *r,
     default: {
         time_t sec = fo->end_sec;
         ngx_msec_t msec = fo->end_msec;
-        if (!fo->finished) {
+        // while the answer is being sent (headers included), the clock runs
+        if (!fo->finished || fo->end_sec == 0) {
             ngx_time_t *tp = ngx_timeofday();
             sec = tp->sec;
             msec = tp->msec;

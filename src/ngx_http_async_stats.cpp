@@ -25,9 +25,9 @@ static constexpr std::string_view ngx_http_async_stats_fanout_names[] = {
     "started",         "completed",       "partial",      "failed",
     "timed_out_calls", "cancelled_calls", "hedged_calls", "hedge_wins"};
 
-static_assert(sizeof(ngx_http_async_stats_fanout_names) /
-                  sizeof(ngx_http_async_stats_fanout_names[0]) ==
-              fanout_stat_count);
+static_assert(sizeof(ngx_http_async_stats_fanout_names)
+                  / sizeof(ngx_http_async_stats_fanout_names[0])
+              == fanout_stat_count);
 
 std::string_view ngx_http_async_stats_fanout_name(fanout_stat which)
 {
@@ -74,8 +74,8 @@ void ngx_http_async_stats_fanout_snapshot(uint64_t out[fanout_stat_count])
 void ngx_http_async_stats_note_use(ngx_conf_t *cf,
                                    ngx_http_async_loc_conf_t *conf)
 {
-    if (conf->status == 1 || conf->fanout != nullptr ||
-        conf->queue != nullptr) {
+    if (conf->status == 1 || conf->fanout != nullptr
+        || conf->queue != nullptr) {
         auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
             ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
         amcf->stats_used = 1;
@@ -86,7 +86,8 @@ ngx_int_t ngx_http_async_stats_init(ngx_conf_t *cf)
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
-    if (!amcf->stats_used && amcf->queue_zones.nelts == 0) {
+    if (!amcf->stats_used && amcf->queue_zones.nelts == 0
+        && amcf->job_zones.nelts == 0) {
         return NGX_OK;
     }
 

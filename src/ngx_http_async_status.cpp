@@ -3,6 +3,7 @@
 // without any lock held, as JSON or as Prometheus text
 // (ngx_http_async_status_prometheus.cpp).
 #include "ngx_http_async_status.hpp"
+#include "ngx_http_async_job.hpp"
 
 #include "core/ascii.hpp"
 
@@ -14,7 +15,7 @@ char *ngx_http_async_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                       void *conf)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    (void)cmd;
+    (void) cmd;
 
     if (alcf->status != NGX_CONF_UNSET) {
         return const_cast<char *>("is duplicate");
@@ -47,15 +48,44 @@ ngx_http_async_status_snapshot(ngx_http_request_t *r,
         auto *zones =
             static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
         for (ngx_uint_t i = 0; i < n; i++) {
-            if (ngx_http_async_queue_snapshot(
-                    zones[i], &s->queues[s->nqueues]) == NGX_OK) {
+            if (ngx_http_async_queue_snapshot(zones[i], &s->queues[s->nqueues])
+                == NGX_OK) {
                 s->nqueues++;
             }
         }
     }
 
-    // TODO(jobs): one ngx_http_async_status_job_t per job zone, copied
-    // from ngx_http_async_job_snapshot(zone, out) when the jobs land.
+    n = amcf->job_zones.nelts;
+    if (n > 0) {
+        s->jobs =
+            async::pool_calloc_array<ngx_http_async_status_job_t>(r->pool, n);
+        if (s->jobs == nullptr) {
+            return NGX_ERROR;
+        }
+        auto *zones =
+            static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
+        for (ngx_uint_t i = 0; i < n; i++) {
+            ngx_http_async_job_snapshot_t j;
+            if (ngx_http_async_job_snapshot(zones[i], &j) != NGX_OK) {
+                continue;
+            }
+            ngx_http_async_status_job_t &out = s->jobs[s->njobs++];
+            out.name = j.name;
+            out.queued = j.queued;
+            out.running = j.running;
+            out.completed = j.completed;
+            out.failed = j.failed;
+            out.cancelled = j.cancelled;
+            out.expired = j.expired;
+            out.stored_bytes = j.stored_bytes;
+            out.max_result = j.max_result;
+            out.submitted = j.counters.submitted;
+            out.rejected = j.counters.rejected;
+            out.completed_total = j.counters.completed;
+            out.failed_total = j.counters.failed;
+            out.cancelled_total = j.counters.cancelled;
+        }
+    }
 
     ngx_http_async_stats_fanout_snapshot(s->fanout);
     return NGX_OK;
@@ -134,6 +164,14 @@ ngx_http_async_status_job_zones(async::json_writer &w,
         ngx_http_async_status_field(w, "expired", j.expired);
         ngx_http_async_status_field(w, "stored_bytes", j.stored_bytes);
         ngx_http_async_status_field(w, "max_result", j.max_result);
+        w.key("totals");
+        w.begin_object();
+        ngx_http_async_status_field(w, "submitted", j.submitted);
+        ngx_http_async_status_field(w, "rejected", j.rejected);
+        ngx_http_async_status_field(w, "completed", j.completed_total);
+        ngx_http_async_status_field(w, "failed", j.failed_total);
+        ngx_http_async_status_field(w, "cancelled", j.cancelled_total);
+        w.end_object();
         w.end_object();
     }
     w.end_object();
@@ -171,7 +209,8 @@ static status_format ngx_http_async_status_format(ngx_http_request_t *r)
     ngx_str_t arg;
     if (ngx_http_arg(
             r, const_cast<u_char *>(reinterpret_cast<const u_char *>("format")),
-            6, &arg) == NGX_OK) {
+            6, &arg)
+        == NGX_OK) {
         if (async::iequals(async::view(arg), "json")) {
             return status_format::json;
         }
@@ -192,8 +231,8 @@ static status_format ngx_http_async_status_format(ngx_http_request_t *r)
             h = static_cast<ngx_table_elt_t *>(part->elts);
             i = 0;
         }
-        if (h[i].hash != 0 && async::iequals(async::view(h[i].key), "Accept") &&
-            async::prometheus_text_accepted(async::view(h[i].value))) {
+        if (h[i].hash != 0 && async::iequals(async::view(h[i].key), "Accept")
+            && async::prometheus_text_accepted(async::view(h[i].value))) {
             return status_format::prometheus;
         }
     }
@@ -205,8 +244,8 @@ static ngx_buf_t *
 ngx_http_async_status_render(ngx_http_request_t *r, status_format format,
                              const ngx_http_async_status_snapshot_t &s)
 {
-    size_t cap = (format == status_format::prometheus ? 8192 : 4096) +
-                 (s.nqueues + s.njobs) * 4096;
+    size_t cap = (format == status_format::prometheus ? 8192 : 4096)
+                 + (s.nqueues + s.njobs) * 4096;
     for (int attempt = 0; attempt < 4; attempt++, cap *= 2) {
         ngx_buf_t *b = ngx_create_temp_buf(r->pool, cap);
         if (b == nullptr) {

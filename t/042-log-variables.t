@@ -29,6 +29,7 @@ my $ng = AsyncNginx->new(name => 'logvars', workers => 1, http => <<"EOF");
             async_fetch one /b/one;
             async_fetch two /b/two;
             async_fetch slow /b/slow timeout=100ms optional;
+            add_header X-Fetch-Time \$async_fetch_time always;
         }
     }
 EOF
@@ -37,6 +38,8 @@ $ng->start;
 is($ng->get('/plain')->{status}, 204, 'a request the module leaves alone');
 my $r = $ng->get('/both');
 is($r->{status}, 200, 'a queued fan-out with a timed-out optional call');
+like($r->{headers}{'x-fetch-time'}, qr/^0\.(?:0[5-9]|1\d|2\d)\d$/,
+    '$async_fetch_time in a header: the time until the answer went out');
 
 my %log;
 my $deadline = time + 5;

@@ -45,14 +45,16 @@ is_deeply([ grep { !$in_doc{$_} } @directives ], [],
     'every directive of the table has a "## name" section');
 is_deeply([ grep { !$in_table{$_} } @doc_directives ], [],
     'every "## name" section is a directive of the table');
-is_deeply([ grep { my $n = $_; (grep { $_ eq $n } @doc_directives) > 1 }
-    @directives ], [], 'no directive documented twice');
+my %count;
+$count{$_}++ for @order;
+is_deeply([ grep { $count{$_} > 1 } sort keys %count ], [],
+    'no directive or variable documented twice');
 
 for my $d (grep { $in_doc{$_} } @directives) {
     my $s = $sections{$d};
     like($s, qr/^    Syntax:\s+\Q$d\E\b.*;$/m, "$d: Syntax line names it");
     like($s, qr/^    Default:\s+\S/m, "$d: Default line");
-    like($s, qr/^    Context:\s+(?:http|server|location|if in location)(?:, (?:http|server|location|if in location))*$/m,
+    like($s, qr/^    Context:\s+(?:http|server|location|if in location)(?:, (?:http|server|location|if in location))*(?: \(.+\))?$/m,
         "$d: Context line");
 }
 

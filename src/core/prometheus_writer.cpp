@@ -26,8 +26,8 @@ std::string_view trim_ows(std::string_view s) noexcept
 
 bool ends_with(std::string_view s, std::string_view suffix) noexcept
 {
-    return s.size() >= suffix.size() &&
-           s.substr(s.size() - suffix.size()) == suffix;
+    return s.size() >= suffix.size()
+           && s.substr(s.size() - suffix.size()) == suffix;
 }
 
 // RFC 9110 qvalue as thousandths: "0", "0.5", "1", "1.000"; -1 if invalid.
@@ -219,8 +219,8 @@ void prometheus_writer::family(std::string_view name, metric_type type,
     if (!ok()) {
         return;
     }
-    if (!prometheus_metric_name_valid(name) ||
-        (type == metric_type::counter && !ends_with(name, suffix_total))) {
+    if (!prometheus_metric_name_valid(name)
+        || (type == metric_type::counter && !ends_with(name, suffix_total))) {
         misuse_ = true;
         return;
     }
@@ -230,9 +230,9 @@ void prometheus_writer::family(std::string_view name, metric_type type,
     const char *type_name = type == metric_type::counter ? "counter"
                             : type == metric_type::gauge ? "gauge"
                                                          : "histogram";
-    if (append("# HELP ") && append(base) && append(" ") &&
-        append_escaped(help, false) && append("\n# TYPE ") && append(base) &&
-        append(" ") && append(type_name) && append("\n")) {
+    if (append("# HELP ") && append(base) && append(" ")
+        && append_escaped(help, false) && append("\n# TYPE ") && append(base)
+        && append(" ") && append(type_name) && append("\n")) {
         family_ = name;
         type_ = type;
     }
@@ -247,9 +247,9 @@ bool prometheus_writer::sample_name_ok(std::string_view name) const noexcept
         return name == family_;
     }
     for (std::string_view suffix : {suffix_bucket, suffix_sum, suffix_count}) {
-        if (name.size() == family_.size() + suffix.size() &&
-            name.substr(0, family_.size()) == family_ &&
-            ends_with(name, suffix)) {
+        if (name.size() == family_.size() + suffix.size()
+            && name.substr(0, family_.size()) == family_
+            && ends_with(name, suffix)) {
             return true;
         }
     }
@@ -282,15 +282,15 @@ bool prometheus_writer::begin_sample(std::string_view name,
     }
     bool first = true;
     for (const metric_label &l : labels) {
-        if ((!first && !append(",")) || !append(l.name) || !append("=\"") ||
-            !append_escaped(l.value, true) || !append("\"")) {
+        if ((!first && !append(",")) || !append(l.name) || !append("=\"")
+            || !append_escaped(l.value, true) || !append("\"")) {
             return false;
         }
         first = false;
     }
     if (!extra.name.empty()) {
-        if ((!first && !append(",")) || !append(extra.name) || !append("=\"") ||
-            !append_escaped(extra.value, true) || !append("\"")) {
+        if ((!first && !append(",")) || !append(extra.name) || !append("=\"")
+            || !append_escaped(extra.value, true) || !append("\"")) {
             return false;
         }
     }
@@ -342,8 +342,8 @@ void prometheus_writer::histogram_seconds(
 
     std::string_view bucket = with(suffix_bucket);
     for (size_t i = 0; i < histogram_buckets; ++i) {
-        if (!begin_sample(bucket, labels, {"le", histogram_le_seconds(i)}) ||
-            !append_u64(h.le[i]) || !append("\n")) {
+        if (!begin_sample(bucket, labels, {"le", histogram_le_seconds(i)})
+            || !append_u64(h.le[i]) || !append("\n")) {
             return;
         }
     }

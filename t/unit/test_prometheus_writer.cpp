@@ -90,22 +90,22 @@ static void test_histogram_is_cumulative_with_inf_equal_to_count(void **)
     w.histogram_seconds({{"zone", "q"}}, c);
     assert_true(w.ok());
     std::string text(w.view());
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.001\"} 1\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.005\"} 2\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.5\"} 2\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"1\"} 3\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"60\"} 3\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"+Inf\"} 4\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_sum{zone=\"q\"} 120.703\n") !=
-                std::string::npos);
-    assert_true(text.find("w_seconds_count{zone=\"q\"} 4\n") !=
-                std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.001\"} 1\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.005\"} 2\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"0.5\"} 2\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"1\"} 3\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"60\"} 3\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_bucket{zone=\"q\",le=\"+Inf\"} 4\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_sum{zone=\"q\"} 120.703\n")
+                != std::string::npos);
+    assert_true(text.find("w_seconds_count{zone=\"q\"} 4\n")
+                != std::string::npos);
     // one line per bucket, plus _sum, _count and the two comment lines
     size_t lines = 0;
     for (char ch : text) {
