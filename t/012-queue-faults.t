@@ -5,6 +5,13 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time sleep);
 use AsyncNginx;
+use POSIX ();
+
+sub sockets {
+    my ($pid) = @_;
+    return scalar grep { (readlink($_) // '') =~ /^socket:/ }
+        glob "/proc/$pid/fd/*";
+}
 
 sub queue_http {
     my ($zone, $sleep) = @_;
@@ -32,11 +39,14 @@ subtest 'SIGKILL of a worker holding slots and waiters' => sub {
     is(scalar @workers, 2, 'two workers');
 
     # fill the slots and the queue from both workers, then kill one worker
+    # the victim is the worker with more client connections open, so that
+    # it surely holds slots or waiters whichever way the kernel spread them
     my $pid = fork // die;
     if ($pid == 0) {
         sleep 0.5;
-        kill 'KILL', $workers[0];
-        exit 0;
+        my ($victim) = sort { sockets($b) <=> sockets($a) } @workers;
+        kill 'KILL', $victim;
+        POSIX::_exit(0);
     }
     my @res = $ng->parallel([ map { { path => "/slow?i=$_" } } 1 .. 8 ],
         gap => 0.02, timeout => 12);
@@ -73,7 +83,7 @@ subtest 'reload under load: nothing lost, new limits apply' => sub {
         sleep 0.6;
         $ng->reload(http => queue_http('zone=q:1m active=2 length=40 timeout=20s',
             '0.3'));
-        exit 0;
+        POSIX::_exit(0);
     }
     my @res = $ng->parallel([ map { { path => "/slow?i=$_" } } 1 .. 12 ],
         gap => 0.05, timeout => 15);
