@@ -58,6 +58,21 @@ inline ngx_str_t pool_copy(ngx_pool_t *pool, std::string_view s)
     return out;
 }
 
+// Visits the elements of an nginx list in order until f returns false.
+template <class T, class F>
+void list_each(ngx_list_t &list, F &&f)
+{
+    for (ngx_list_part_t *part = &list.part; part != nullptr;
+         part = part->next) {
+        auto *elts = static_cast<T *>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; i++) {
+            if (!f(elts[i])) {
+                return;
+            }
+        }
+    }
+}
+
 // Registers a null-terminated table of variables (preconfiguration).
 inline ngx_int_t add_variables(ngx_conf_t *cf, const ngx_http_variable_t *vars)
 {

@@ -5,6 +5,8 @@
 // the job outlives it.
 #include "ngx_http_async_job.hpp"
 
+#include "core/ascii.hpp"
+
 enum class run_phase : uint8_t { parked, ready, running, ending, callback };
 
 struct ngx_http_async_job_run_t {
@@ -78,10 +80,10 @@ struct ngx_http_async_job_run_t {
 static void ngx_http_async_job_start(ngx_event_t *ev);
 static void ngx_http_async_job_kick(ngx_event_t *ev);
 static void ngx_http_async_job_hold(ngx_event_t *ev);
-static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr,
-                                            void *data, ngx_int_t rc);
-static ngx_int_t ngx_http_async_job_cb_done(ngx_http_request_t *sr,
-                                            void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr, void *data,
+                                            ngx_int_t rc);
+static ngx_int_t ngx_http_async_job_cb_done(ngx_http_request_t *sr, void *data,
+                                            ngx_int_t rc);
 static void ngx_http_async_job_end(ngx_http_async_job_run_t *run);
 static void ngx_http_async_job_after_final(ngx_http_async_job_run_t *run);
 
@@ -166,69 +168,54 @@ static bool ngx_http_async_job_copy_headers(ngx_http_request_t *r,
         return false;
     }
     bool had_length = false;
-    ngx_list_part_t *part = &r->headers_in.headers.part;
-    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) {
-                break;
+    bool ok = true;
+    async::list_each<ngx_table_elt_t>(
+        r->headers_in.headers, [&](ngx_table_elt_t &h) {
+            if (h.hash == 0) {
+                return true;
             }
-            part = part->next;
-            h = static_cast<ngx_table_elt_t *>(part->elts);
-            i = 0;
-        }
-        if (h[i].hash == 0) {
-            continue;
-        }
-        // the body is passed whole: its length is ours to announce
-        if (h[i].key.len == sizeof("Content-Length") - 1
-            && ngx_strncasecmp(h[i].key.data,
-                               reinterpret_cast<u_char *>(
-                                   const_cast<char *>("Content-Length")),
-                               h[i].key.len)
-                   == 0) {
-            had_length = true;
-            continue;
-        }
-        if (h[i].key.len == sizeof("Transfer-Encoding") - 1
-            && ngx_strncasecmp(h[i].key.data,
-                               reinterpret_cast<u_char *>(
-                                   const_cast<char *>("Transfer-Encoding")),
-                               h[i].key.len)
-                   == 0) {
-            had_length = true;
-            continue;
-        }
-        auto *c = static_cast<ngx_table_elt_t *>(ngx_list_push(&run->headers));
-        if (c == nullptr) {
-            return false;
-        }
-        *c = h[i];
-        if (!ngx_http_async_job_copy_str(run->pool, &c->key, h[i].key)
-            || !ngx_http_async_job_copy_str(run->pool, &c->value, h[i].value)) {
-            return false;
-        }
-        c->lowcase_key =
-            static_cast<u_char *>(ngx_pnalloc(run->pool, c->key.len + 1));
-        if (c->lowcase_key == nullptr) {
-            return false;
-        }
-        ngx_strlow(c->lowcase_key, c->key.data, c->key.len);
-        c->lowcase_key[c->key.len] = '\0';
+            // the body is passed whole: its length is ours to announce
+            if (async::iequals(async::view(h.key), "Content-Length")
+                || async::iequals(async::view(h.key), "Transfer-Encoding")) {
+                had_length = true;
+                return true;
+            }
+            auto *c =
+                static_cast<ngx_table_elt_t *>(ngx_list_push(&run->headers));
+            if (c == nullptr) {
+                return ok = false;
+            }
+            *c = h;
+            if (!ngx_http_async_job_copy_str(run->pool, &c->key, h.key)
+                || !ngx_http_async_job_copy_str(run->pool, &c->value,
+                                                h.value)) {
+                return ok = false;
+            }
+            c->lowcase_key =
+                static_cast<u_char *>(ngx_pnalloc(run->pool, c->key.len + 1));
+            if (c->lowcase_key == nullptr) {
+                return ok = false;
+            }
+            ngx_strlow(c->lowcase_key, c->key.data, c->key.len);
+            c->lowcase_key[c->key.len] = '\0';
 #if (nginx_version >= 1023000)
-        c->next = nullptr;
+            c->next = nullptr;
 #endif
-        if (&h[i] == r->headers_in.host) {
-            run->host = c;
-        } else if (&h[i] == r->headers_in.user_agent) {
-            run->user_agent = c;
-        } else if (&h[i] == r->headers_in.referer) {
-            run->referer = c;
-        } else if (&h[i] == r->headers_in.content_type) {
-            run->content_type_in = c;
-        } else if (&h[i] == r->headers_in.authorization) {
-            run->authorization = c;
-        }
+            if (&h == r->headers_in.host) {
+                run->host = c;
+            } else if (&h == r->headers_in.user_agent) {
+                run->user_agent = c;
+            } else if (&h == r->headers_in.referer) {
+                run->referer = c;
+            } else if (&h == r->headers_in.content_type) {
+                run->content_type_in = c;
+            } else if (&h == r->headers_in.authorization) {
+                run->authorization = c;
+            }
+            return true;
+        });
+    if (!ok) {
+        return false;
     }
 
     // for $content_length only: proxy_pass and friends announce the
@@ -242,8 +229,8 @@ static bool ngx_http_async_job_copy_headers(ngx_http_request_t *r,
         ngx_memzero(c, sizeof(*c));
         c->hash = 1;
         ngx_str_set(&c->key, "Content-Length");
-        c->lowcase_key = reinterpret_cast<u_char *>(
-            const_cast<char *>("content-length"));
+        c->lowcase_key =
+            reinterpret_cast<u_char *>(const_cast<char *>("content-length"));
         c->value.data = p;
         c->value.len = ngx_sprintf(p, "%uz", run->body.len) - p;
         run->content_length_in = c;
@@ -257,8 +244,8 @@ static bool ngx_http_async_job_copy_address(ngx_http_request_t *r,
     ngx_connection_t *c = r->connection;
     run->listening = c->listening;
     if (c->sockaddr != nullptr && c->socklen > 0) {
-        run->sockaddr = static_cast<struct sockaddr *>(
-            ngx_pnalloc(run->pool, c->socklen));
+        run->sockaddr =
+            static_cast<struct sockaddr *>(ngx_pnalloc(run->pool, c->socklen));
         if (run->sockaddr == nullptr) {
             return false;
         }
@@ -324,17 +311,16 @@ ngx_http_async_job_run_create(ngx_http_request_t *r,
     run->content_length = -1;
     ngx_queue_init(&run->link);
 
-    bool ok = ngx_http_async_job_copy_str(pool, &run->method_name,
-                                          r->method_name)
-              && ngx_http_async_job_copy_str(pool, &run->request_line,
-                                             r->request_line)
-              && ngx_http_async_job_copy_str(pool, &run->uri, uri)
-              && ngx_http_async_job_copy_str(pool, &run->args, args)
-              && ngx_http_async_job_copy_str(pool, &run->server,
-                                             r->headers_in.server)
-              && ngx_http_async_job_copy_body(r, run)
-              && ngx_http_async_job_copy_headers(r, run)
-              && ngx_http_async_job_copy_address(r, run);
+    bool ok =
+        ngx_http_async_job_copy_str(pool, &run->method_name, r->method_name)
+        && ngx_http_async_job_copy_str(pool, &run->request_line,
+                                       r->request_line)
+        && ngx_http_async_job_copy_str(pool, &run->uri, uri)
+        && ngx_http_async_job_copy_str(pool, &run->args, args)
+        && ngx_http_async_job_copy_str(pool, &run->server, r->headers_in.server)
+        && ngx_http_async_job_copy_body(r, run)
+        && ngx_http_async_job_copy_headers(r, run)
+        && ngx_http_async_job_copy_address(r, run);
     if (!ok) {
         ngx_destroy_pool(pool);
         return nullptr;
@@ -478,9 +464,9 @@ static ngx_int_t ngx_http_async_job_fake(ngx_http_async_job_run_t *run)
     r->headers_in.content_length = run->content_length_in;
     r->headers_in.authorization = run->authorization;
     r->headers_in.server = run->server;
-    r->headers_in.content_length_n =
-        run->content_length_in != nullptr ? static_cast<off_t>(run->body.len)
-                                          : -1;
+    r->headers_in.content_length_n = run->content_length_in != nullptr
+                                         ? static_cast<off_t>(run->body.len)
+                                         : -1;
     r->headers_in.keep_alive_n = -1;
 
     if (run->body.len > 0) {
@@ -572,8 +558,7 @@ void ngx_http_async_job_run_destroy(ngx_http_async_job_run_t *run)
         ngx_queue_remove(&run->link);
         ngx_queue_init(&run->link);
     }
-    if (run->node != async::no_node
-        && run->zone->by_node[run->node] == run) {
+    if (run->node != async::no_node && run->zone->by_node[run->node] == run) {
         run->zone->by_node[run->node] = nullptr;
     }
     ngx_event_t *evs[] = {&run->start_ev, &run->kick_ev, &run->hold_ev};
@@ -598,19 +583,14 @@ static void ngx_http_async_job_release(ngx_http_async_job_run_t *run)
     }
     run->holds_slot = false;
     ngx_http_async_job_zone_t *zone = run->zone;
-    async::wake_set wake{};
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    async::ticket_queue_release(zone->q,
-                                static_cast<uint32_t>(ngx_process_slot), &wake);
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-    ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
+    ngx_http_async_release_slot(zone->shpool, zone->q);
 }
 
 // Sets a final state unless the job has one; wakes its watchers.
 static void ngx_http_async_job_finish(ngx_http_async_job_run_t *run,
                                       async::job_state state,
-                                      async::job_reason reason,
-                                      uint16_t status, bool store)
+                                      async::job_reason reason, uint16_t status,
+                                      bool store)
 {
     ngx_http_async_job_zone_t *zone = run->zone;
     uint64_t watchers = 0;
@@ -728,8 +708,8 @@ static void ngx_http_async_job_hold(ngx_event_t *ev)
         }
         auto *ccf = reinterpret_cast<ngx_core_conf_t *>(
             ngx_get_conf(ngx_cycle->conf_ctx, ngx_core_module));
-        ngx_msec_t limit = ccf->shutdown_timeout ? ccf->shutdown_timeout
-                                                 : 60000;
+        ngx_msec_t limit =
+            ccf->shutdown_timeout ? ccf->shutdown_timeout : 60000;
         if (ngx_current_msec - run->exiting_since >= limit) {
             ngx_http_async_job_zone_t *zone = run->zone;
             async::wake_set wake{};
@@ -737,9 +717,8 @@ static void ngx_http_async_job_hold(ngx_event_t *ev)
             async::job_record &rec = zone->table->records()[run->index];
             if (rec.generation == run->generation
                 && rec.queue_node == run->node) {
-                async::ticket_queue_leave(zone->q, run->node,
-                                          async::leave_reason::cancelled,
-                                          &wake);
+                async::ticket_queue_leave(
+                    zone->q, run->node, async::leave_reason::cancelled, &wake);
                 rec.queue_node = async::no_node;
             }
             ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -755,8 +734,8 @@ static void ngx_http_async_job_hold(ngx_event_t *ev)
 
 // --- the end of the subrequest -----------------------------------------------
 
-static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr,
-                                            void *data, ngx_int_t rc)
+static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr, void *data,
+                                            ngx_int_t rc)
 {
     auto *run = static_cast<ngx_http_async_job_run_t *>(data);
     (void) sr;
@@ -846,19 +825,19 @@ static void ngx_http_async_job_end(ngx_http_async_job_run_t *run)
                                   async::job_reason::upstream_error, 0, false);
     } else {
         ngx_uint_t status = run->status != 0 ? run->status : NGX_HTTP_OK;
-        ngx_http_async_job_finish(run, async::job_state::completed,
-                                  async::job_reason::none,
-                                  static_cast<uint16_t>(ngx_min(status, 999)),
-                                  true);
+        ngx_http_async_job_finish(
+            run, async::job_state::completed, async::job_reason::none,
+            static_cast<uint16_t>(ngx_min(status, 999)), true);
     }
     ngx_http_async_job_release(run);
     ngx_http_async_job_after_final(run);
 }
 
-// --- the callback --------------------------------------------------------------
+// --- the callback
+// --------------------------------------------------------------
 
-static ngx_int_t ngx_http_async_job_cb_done(ngx_http_request_t *sr,
-                                            void *data, ngx_int_t rc)
+static ngx_int_t ngx_http_async_job_cb_done(ngx_http_request_t *sr, void *data,
+                                            ngx_int_t rc)
 {
     auto *run = static_cast<ngx_http_async_job_run_t *>(data);
     (void) sr;
@@ -889,8 +868,8 @@ static ngx_int_t ngx_http_async_job_cb_done(ngx_http_request_t *sr,
 static ngx_int_t ngx_http_async_job_callback(ngx_http_async_job_run_t *run)
 {
     ngx_http_async_job_view_t v;
-    if (!ngx_http_async_job_lookup_index(run->zone, run->index,
-                                         run->generation, &v)) {
+    if (!ngx_http_async_job_lookup_index(run->zone, run->index, run->generation,
+                                         &v)) {
         return NGX_DECLINED;
     }
     if (ngx_http_async_job_fake(run) != NGX_OK) {
@@ -952,16 +931,16 @@ static ngx_int_t ngx_http_async_job_callback(ngx_http_async_job_run_t *run)
     ct->hash = 1;
     ngx_str_set(&ct->key, "Content-Type");
     ngx_str_set(&ct->value, "application/json");
-    ct->lowcase_key = reinterpret_cast<u_char *>(
-        const_cast<char *>("content-type"));
+    ct->lowcase_key =
+        reinterpret_cast<u_char *>(const_cast<char *>("content-type"));
     cl_h->hash = 1;
     ngx_str_set(&cl_h->key, "Content-Length");
     cl_h->value.data = len;
     cl_h->value.len = ngx_sprintf(len, "%uz", body.len) - len;
-    cl_h->lowcase_key = reinterpret_cast<u_char *>(
-        const_cast<char *>("content-length"));
-    auto *h1 = static_cast<ngx_table_elt_t *>(
-        ngx_list_push(&sr->headers_in.headers));
+    cl_h->lowcase_key =
+        reinterpret_cast<u_char *>(const_cast<char *>("content-length"));
+    auto *h1 =
+        static_cast<ngx_table_elt_t *>(ngx_list_push(&sr->headers_in.headers));
     if (h1 == nullptr) {
         return NGX_ERROR;
     }
@@ -994,13 +973,14 @@ static void ngx_http_async_job_after_final(ngx_http_async_job_run_t *run)
     ngx_http_async_job_run_destroy(run);
 }
 
-// --- the capture filter ----------------------------------------------------------
+// --- the capture filter
+// ----------------------------------------------------------
 
 static ngx_http_output_header_filter_pt ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt ngx_http_next_body_filter;
 
-static ngx_http_async_job_run_t *ngx_http_async_job_run_of(
-    ngx_http_request_t *r)
+static ngx_http_async_job_run_t *
+ngx_http_async_job_run_of(ngx_http_request_t *r)
 {
     if (r == r->main) {
         return nullptr;
@@ -1102,8 +1082,8 @@ static bool ngx_http_async_job_append(ngx_http_async_job_run_t *run,
         run->cap = cap;
     }
     if (b->in_file && !ngx_buf_in_memory(b)) {
-        ssize_t got = ngx_read_file(b->file, run->buf + run->len, n,
-                                    b->file_pos);
+        ssize_t got =
+            ngx_read_file(b->file, run->buf + run->len, n, b->file_pos);
         if (got != static_cast<ssize_t>(n)) {
             return false;
         }
@@ -1121,8 +1101,8 @@ static ngx_int_t ngx_http_async_job_body_filter(ngx_http_request_t *r,
     if (run == nullptr) {
         return ngx_http_next_body_filter(r, in);
     }
-    bool keep = r == run->sr && !run->cancelled && !run->too_large
-                && !run->sr_done;
+    bool keep =
+        r == run->sr && !run->cancelled && !run->too_large && !run->sr_done;
     for (ngx_chain_t *cl = in; cl; cl = cl->next) {
         ngx_buf_t *b = cl->buf;
         if (keep && !run->too_large && !ngx_http_async_job_append(run, b)) {
@@ -1146,7 +1126,8 @@ ngx_int_t ngx_http_async_job_capture_init(ngx_conf_t *cf)
     return NGX_OK;
 }
 
-// --- wake-ups -----------------------------------------------------------------------
+// --- wake-ups
+// -----------------------------------------------------------------------
 
 static void ngx_http_async_job_take_granted(ngx_http_async_job_zone_t *zone)
 {
@@ -1207,8 +1188,7 @@ static void ngx_http_async_job_scan_cancelled(ngx_http_async_job_zone_t *zone)
                 continue;
             }
             const async::job_record &rec = zone->table->records()[run->index];
-            if (rec.generation != run->generation
-                || async::job_final(rec.state)
+            if (rec.generation != run->generation || async::job_final(rec.state)
                 || rec.state == async::job_state::free) {
                 run->flagged = true;
                 any = true;
@@ -1306,19 +1286,17 @@ void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle)
             }
             if (run->phase == run_phase::parked
                 && rec.queue_node == run->node) {
-                async::ticket_queue_leave(zone->q, run->node,
-                                          async::leave_reason::cancelled,
-                                          &wake);
+                async::ticket_queue_leave(
+                    zone->q, run->node, async::leave_reason::cancelled, &wake);
             }
             if (run->holds_slot) {
                 async::ticket_queue_release(
                     zone->q, static_cast<uint32_t>(ngx_process_slot), &wake);
                 run->holds_slot = false;
             }
-            if (async::job_table_finish(zone->table, run->index,
-                                        async::job_state::failed,
-                                        async::job_reason::shutdown, 0, now,
-                                        zone->sh->ttl_ms)) {
+            if (async::job_table_finish(
+                    zone->table, run->index, async::job_state::failed,
+                    async::job_reason::shutdown, 0, now, zone->sh->ttl_ms)) {
                 watchers |= rec.watchers;
             }
         }

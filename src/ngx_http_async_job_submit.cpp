@@ -4,6 +4,7 @@
 // result itself when the job ends within wait= / Prefer: wait.
 #include "ngx_http_async_job.hpp"
 
+#include "core/ascii.hpp"
 #include "core/parse.hpp"
 #include "core/prefer.hpp"
 
@@ -33,26 +34,13 @@ static ngx_msec_t ngx_http_async_job_wait_for(ngx_http_request_t *r,
 {
     uint32_t max_s = static_cast<uint32_t>(alcf->job_max_wait / 1000);
     async::prefer_state prefer;
-    ngx_list_part_t *part = &r->headers_in.headers.part;
-    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) {
-                break;
+    async::list_each<ngx_table_elt_t>(
+        r->headers_in.headers, [&](ngx_table_elt_t &h) {
+            if (h.hash != 0 && async::iequals(async::view(h.key), "Prefer")) {
+                async::prefer_feed(prefer, async::view(h.value), max_s);
             }
-            part = part->next;
-            h = static_cast<ngx_table_elt_t *>(part->elts);
-            i = 0;
-        }
-        if (h[i].hash != 0 && h[i].key.len == sizeof("Prefer") - 1
-            && ngx_strncasecmp(h[i].key.data,
-                               reinterpret_cast<u_char *>(
-                                   const_cast<char *>("Prefer")),
-                               h[i].key.len)
-                   == 0) {
-            async::prefer_feed(prefer, async::view(h[i].value), max_s);
-        }
-    }
+            return true;
+        });
     ngx_msec_t wait = alcf->job->wait;
     *preference_applied = prefer.respond_async;
     if (prefer.has_wait) {
@@ -81,8 +69,7 @@ static void ngx_http_async_job_refuse(ngx_http_request_t *r,
 #if (nginx_version >= 1023000)
     h->next = nullptr;
 #endif
-    static const ngx_str_t body =
-        ngx_string("{\"error\":\"too many jobs\"}\n");
+    static const ngx_str_t body = ngx_string("{\"error\":\"too many jobs\"}\n");
     ngx_http_finalize_request(
         r, ngx_http_async_job_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, body,
                                         false));
@@ -149,15 +136,15 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
             async::encode_id(id, v.id);
         }
     }
-    if (table_full || (a != async::admission::passed
-                       && a != async::admission::parked)) {
+    if (table_full
+        || (a != async::admission::passed && a != async::admission::parked)) {
         retry_after = async::retry_after_seconds(
             zone->sh->rate, zone->q->waiting, ngx_current_msec);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (table_full || (a != async::admission::passed
-                       && a != async::admission::parked)) {
+    if (table_full
+        || (a != async::admission::passed && a != async::admission::parked)) {
         ngx_http_async_job_run_destroy(run);
         if ((table_full || a == async::admission::no_room)
             && ngx_time() != zone->last_full_log) {

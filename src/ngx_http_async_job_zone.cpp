@@ -118,16 +118,12 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
         std::string_view arg = async::view(value[i]);
         if (auto z = async::parse_key_value(arg, "zone")) {
-            size_t colon = z->rfind(':');
-            if (colon == std::string_view::npos || colon == 0) {
+            auto spec = async::parse_zone_spec(*z, NGX_MAX_SIZE_T_VALUE / 2);
+            if (!spec) {
                 return ngx_http_async_job_zone_bad(cf, &value[i]);
             }
-            auto bytes = async::parse_size(z->substr(colon + 1));
-            if (!bytes || *bytes == 0 || *bytes > NGX_MAX_SIZE_T_VALUE / 2) {
-                return ngx_http_async_job_zone_bad(cf, &value[i]);
-            }
-            name = async::ngx_string_of(z->substr(0, colon));
-            size = static_cast<size_t>(*bytes);
+            name = async::ngx_string_of(spec->name);
+            size = static_cast<size_t>(spec->size);
         } else if (auto v = async::parse_key_value(arg, "ttl")) {
             auto ms = async::parse_duration_ms(*v);
             if (!ms || *ms == 0 || *ms > 366ULL * 86400 * 1000) {

@@ -33,8 +33,7 @@ struct ngx_http_async_queue_entry_t {
 static void ngx_http_async_queue_cleanup(void *data);
 static void ngx_http_async_queue_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_http_async_queue_subrequest_done(ngx_http_request_t *r,
-                                                      void *data,
-                                                      ngx_int_t rc);
+                                                      void *data, ngx_int_t rc);
 
 static ngx_http_async_queue_entry_t *
 ngx_http_async_queue_find(ngx_http_request_t *r,
@@ -59,12 +58,7 @@ static void ngx_http_async_queue_release(ngx_http_async_queue_entry_t *entry)
     }
     entry->holds_slot = false;
     ngx_http_async_queue_zone_t *zone = entry->zone;
-    async::wake_set wake{};
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    async::ticket_queue_release(zone->q,
-                                static_cast<uint32_t>(ngx_process_slot), &wake);
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-    ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
+    ngx_http_async_release_slot(zone->shpool, zone->q);
 }
 
 static void ngx_http_async_queue_unpark(ngx_http_async_queue_entry_t *entry)
@@ -121,8 +115,8 @@ static ngx_int_t ngx_http_async_queue_add_retry_after(ngx_http_request_t *r,
     if (seconds < 0) {
         return NGX_OK;
     }
-    auto *h = static_cast<ngx_table_elt_t *>(
-        ngx_list_push(&r->headers_out.headers));
+    auto *h =
+        static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
     auto *value = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_INT_T_LEN));
     if (h == nullptr || value == nullptr) {
         return NGX_ERROR;
@@ -252,29 +246,30 @@ static ngx_int_t ngx_http_async_queue_handler(ngx_http_request_t *r)
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     switch (a) {
-    case async::admission::passed:
-        entry->outcome = queue_outcome::passed;
-        entry->holds_slot = true;
-        return NGX_DECLINED;
+        case async::admission::passed:
+            entry->outcome = queue_outcome::passed;
+            entry->holds_slot = true;
+            return NGX_DECLINED;
 
-    case async::admission::parked:
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "async_queue \"%V\": parked as node %uD", &zone->name,
-                       entry->node);
-        return ngx_http_async_queue_park(r, entry);
+        case async::admission::parked:
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "async_queue \"%V\": parked as node %uD",
+                           &zone->name, entry->node);
+            return ngx_http_async_queue_park(r, entry);
 
-    case async::admission::no_room:
-        if (ngx_time() != zone->last_no_room_log) {
-            zone->last_no_room_log = ngx_time();
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "async_queue_zone \"%V\" has no room left in shared "
-                          "memory; request rejected as if the queue were full",
-                          &zone->name);
-        }
-        break;
+        case async::admission::no_room:
+            if (ngx_time() != zone->last_no_room_log) {
+                zone->last_no_room_log = ngx_time();
+                ngx_log_error(
+                    NGX_LOG_ERR, r->connection->log, 0,
+                    "async_queue_zone \"%V\" has no room left in shared "
+                    "memory; request rejected as if the queue were full",
+                    &zone->name);
+            }
+            break;
 
-    case async::admission::rejected:
-        break;
+        case async::admission::rejected:
+            break;
     }
 
     entry->outcome = queue_outcome::rejected;
@@ -319,8 +314,8 @@ static void ngx_http_async_queue_timeout(ngx_event_t *ev)
                   "async_queue \"%V\": request timed out after %M ms in queue",
                   &zone->name, entry->waited);
     r->write_event_handler = ngx_http_core_run_phases;
-    ngx_http_finalize_request(r,
-                              ngx_http_async_queue_refuse(r, alcf, retry_after));
+    ngx_http_finalize_request(
+        r, ngx_http_async_queue_refuse(r, alcf, retry_after));
     ngx_http_run_posted_requests(c);
 }
 
@@ -414,8 +409,8 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     return NGX_CONF_OK;
 }
 
-char *ngx_http_async_queue_status_directive(ngx_conf_t *cf,
-                                            ngx_command_t *cmd, void *conf)
+char *ngx_http_async_queue_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                            void *conf)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
@@ -437,8 +432,7 @@ char *ngx_http_async_queue_status_directive(ngx_conf_t *cf,
 }
 
 char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
-                                                 ngx_command_t *cmd,
-                                                 void *conf)
+                                                 ngx_command_t *cmd, void *conf)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
@@ -491,8 +485,9 @@ static ngx_int_t ngx_http_async_queue_status_variable(
     return NGX_OK;
 }
 
-static ngx_int_t ngx_http_async_queue_time_variable(
-    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data)
+static ngx_int_t
+ngx_http_async_queue_time_variable(ngx_http_request_t *r,
+                                   ngx_http_variable_value_t *v, uintptr_t data)
 {
     (void) data;
     ngx_http_async_queue_entry_t *entry = ngx_http_async_queue_find(r, nullptr);
@@ -507,9 +502,9 @@ static ngx_int_t ngx_http_async_queue_time_variable(
     if (p == nullptr) {
         return NGX_ERROR;
     }
-    v->len = ngx_sprintf(p, "%T.%03M", static_cast<time_t>(ms / 1000),
-                         ms % 1000)
-             - p;
+    v->len =
+        ngx_sprintf(p, "%T.%03M", static_cast<time_t>(ms / 1000), ms % 1000)
+        - p;
     v->data = p;
     v->valid = 1;
     v->no_cacheable = 1;
@@ -541,23 +536,18 @@ ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf)
     *h = ngx_http_async_queue_handler;
 
     // every zone named by async_queue must be defined by async_queue_zone
-    auto *part = &cf->cycle->shared_memory.part;
-    auto *shm = static_cast<ngx_shm_zone_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) {
-                break;
+    ngx_int_t rc = NGX_OK;
+    async::list_each<ngx_shm_zone_t>(
+        cf->cycle->shared_memory, [&](ngx_shm_zone_t &shm) {
+            if (shm.tag == &ngx_http_async_module && shm.data == nullptr) {
+                ngx_log_error(
+                    NGX_LOG_EMERG, cf->log, 0,
+                    "unknown async_queue_zone \"%V\" in \"async_queue\"",
+                    &shm.shm.name);
+                rc = NGX_ERROR;
+                return false;
             }
-            part = part->next;
-            shm = static_cast<ngx_shm_zone_t *>(part->elts);
-            i = 0;
-        }
-        if (shm[i].tag == &ngx_http_async_module && shm[i].data == nullptr) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "unknown async_queue_zone \"%V\" in \"async_queue\"",
-                          &shm[i].shm.name);
-            return NGX_ERROR;
-        }
-    }
-    return NGX_OK;
+            return true;
+        });
+    return rc;
 }

@@ -57,16 +57,12 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         std::string_view arg = async::view(value[i]);
 
         if (auto zone = async::parse_key_value(arg, "zone")) {
-            size_t colon = zone->rfind(':');
-            if (colon == std::string_view::npos || colon == 0) {
+            auto spec = async::parse_zone_spec(*zone, NGX_MAX_SIZE_T_VALUE / 2);
+            if (!spec) {
                 return ngx_http_async_queue_zone_bad(cf, &value[i]);
             }
-            auto bytes = async::parse_size(zone->substr(colon + 1));
-            if (!bytes || *bytes == 0 || *bytes > NGX_MAX_SIZE_T_VALUE / 2) {
-                return ngx_http_async_queue_zone_bad(cf, &value[i]);
-            }
-            name = async::ngx_string_of(zone->substr(0, colon));
-            size = static_cast<ssize_t>(*bytes);
+            name = async::ngx_string_of(spec->name);
+            size = static_cast<ssize_t>(spec->size);
         } else if (auto v = async::parse_key_value(arg, "active")) {
             auto n = async::parse_count(*v);
             if (!n || *n == 0 || *n > UINT32_MAX / 2) {

@@ -220,23 +220,17 @@ static status_format ngx_http_async_status_format(ngx_http_request_t *r)
         return status_format::unknown;
     }
 
-    ngx_list_part_t *part = &r->headers_in.headers.part;
-    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) {
-                break;
+    status_format format = status_format::json;
+    async::list_each<ngx_table_elt_t>(
+        r->headers_in.headers, [&](ngx_table_elt_t &h) {
+            if (h.hash != 0 && async::iequals(async::view(h.key), "Accept")
+                && async::prometheus_text_accepted(async::view(h.value))) {
+                format = status_format::prometheus;
+                return false;
             }
-            part = part->next;
-            h = static_cast<ngx_table_elt_t *>(part->elts);
-            i = 0;
-        }
-        if (h[i].hash != 0 && async::iequals(async::view(h[i].key), "Accept")
-            && async::prometheus_text_accepted(async::view(h[i].value))) {
-            return status_format::prometheus;
-        }
-    }
-    return status_format::json;
+            return true;
+        });
+    return format;
 }
 
 // Formats into a pool buffer, doubling it when the report does not fit.

@@ -123,6 +123,17 @@ void ngx_http_async_wake_owners(ngx_slab_pool_t *shpool,
     }
 }
 
+void ngx_http_async_release_slot(ngx_slab_pool_t *shpool,
+                                 async::ticket_queue *q)
+{
+    async::wake_set wake{};
+    ngx_shmtx_lock(&shpool->mutex);
+    async::ticket_queue_release(q, static_cast<uint32_t>(ngx_process_slot),
+                                &wake);
+    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_http_async_wake_owners(shpool, q, wake);
+}
+
 ngx_int_t ngx_http_async_wake_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_async_wake_local.handler = ngx_http_async_wake_local_handler;

@@ -19,3 +19,8 @@ void ngx_http_async_wake_pid(ngx_pid_t pid);
 void ngx_http_async_wake_owners(ngx_slab_pool_t *shpool,
                                 const async::ticket_queue *q,
                                 const async::wake_set &wake);
+
+// Gives one slot of q held by this worker back, under shpool's lock, and
+// wakes the worker of the waiter it went to.
+void ngx_http_async_release_slot(ngx_slab_pool_t *shpool,
+                                 async::ticket_queue *q);

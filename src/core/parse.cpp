@@ -188,4 +188,18 @@ std::optional<std::string_view> parse_key_value(std::string_view arg,
     return arg.substr(key.size() + 1);
 }
 
+std::optional<zone_spec> parse_zone_spec(std::string_view value,
+                                         uint64_t max_size) noexcept
+{
+    size_t colon = value.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+        return std::nullopt;
+    }
+    auto size = parse_size(value.substr(colon + 1));
+    if (!size || *size == 0 || *size > max_size) {
+        return std::nullopt;
+    }
+    return zone_spec{value.substr(0, colon), *size};
+}
+
 } // namespace async

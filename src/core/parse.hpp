@@ -25,4 +25,13 @@ std::optional<uint64_t> parse_count(std::string_view s) noexcept;
 std::optional<std::string_view> parse_key_value(std::string_view arg,
                                                 std::string_view key) noexcept;
 
+// The NAME:SIZE of a zone= parameter: a non-empty name, the last ':', and a
+// size (parse_size) above zero and at most max_size.
+struct zone_spec {
+    std::string_view name;
+    uint64_t size;
+};
+std::optional<zone_spec> parse_zone_spec(std::string_view value,
+                                         uint64_t max_size) noexcept;
+
 } // namespace async

@@ -6,6 +6,7 @@ using async::parse_count;
 using async::parse_duration_ms;
 using async::parse_key_value;
 using async::parse_size;
+using async::parse_zone_spec;
 
 static void expect_ms(const char *s, uint64_t ms)
 {
@@ -230,6 +231,25 @@ static void test_key_value_requires_exact_key(void **)
     assert_false(parse_key_value("=1", "").has_value());
 }
 
+void test_zone_spec_splits_at_the_last_colon(void **)
+{
+    auto z = parse_zone_spec("a:b:10m", 1ULL << 40);
+    assert_true(z.has_value());
+    assert_sv_equal(z->name, "a:b");
+    assert_int_equal(z->size, 10ULL << 20);
+}
+
+void test_zone_spec_rejects_missing_parts_and_bounds(void **)
+{
+    assert_false(parse_zone_spec("name", 1000).has_value());
+    assert_false(parse_zone_spec(":1m", 1ULL << 40).has_value());
+    assert_false(parse_zone_spec("name:", 1000).has_value());
+    assert_false(parse_zone_spec("name:0", 1000).has_value());
+    assert_false(parse_zone_spec("name:1x", 1000).has_value());
+    assert_false(parse_zone_spec("name:2k", 1000).has_value());
+    assert_true(parse_zone_spec("name:1000", 1000).has_value());
+}
+
 int main()
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +274,8 @@ int main()
         cmocka_unit_test(test_key_value_returns_value),
         cmocka_unit_test(test_key_value_allows_empty_value),
         cmocka_unit_test(test_key_value_requires_exact_key),
+        cmocka_unit_test(test_zone_spec_splits_at_the_last_colon),
+        cmocka_unit_test(test_zone_spec_rejects_missing_parts_and_bounds),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
