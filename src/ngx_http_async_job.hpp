@@ -1,7 +1,8 @@
 // Request-reply jobs (async_job*): the types shared by the zone and store
 // (ngx_http_async_job_zone.cpp), the submit handler (_job_submit.cpp), the
-// background runner (_job_run.cpp), the status location (_job_status.cpp)
-// and the parked waiters (_job_wait.cpp).
+// background runner (_job_run.cpp, _job_copy.cpp, _job_fake.cpp,
+// _job_callback.cpp, _job_capture.cpp; its own types in _job_run.hpp), the
+// status location (_job_status.cpp) and the parked waiters (_job_wait.cpp).
 //
 // The job concern owns the request ctx slot of ngx_http_async_module.
 #pragma once
@@ -28,8 +29,8 @@ inline ngx_str_t literal(const char (&s)[N])
 // job table follow it in the same allocation.
 struct ngx_http_async_job_shared_t {
     async::admission_rate rate;
-    uint64_t ttl_ms;     // of the newest configuration
-    uint64_t max_result; // idem
+    uint64_t ttl_ms;       // of the newest configuration
+    uint64_t max_result;   // idem
     uint64_t table_offset; // of the job table from the slab pool's start
 };
 
@@ -65,10 +66,10 @@ struct ngx_http_async_job_zone_t {
     async::job_table *table;
 
     // this worker's jobs and waiters
-    ngx_queue_t runs;                      // ngx_http_async_job_run_t
-    ngx_http_async_job_run_t **by_node;    // parked runs, by queue node
-    ngx_http_async_job_watch_t *watches;   // by job index
-    ngx_queue_t watched;                   // watches with waiters
+    ngx_queue_t runs;                    // ngx_http_async_job_run_t
+    ngx_http_async_job_run_t **by_node;  // parked runs, by queue node
+    ngx_http_async_job_watch_t *watches; // by job index
+    ngx_queue_t watched;                 // watches with waiters
     ngx_uint_t nwaiters;
     uint64_t seen_changes;     // of the table, by the waiters' scan
     uint64_t run_seen_changes; // of the table, by the runs' scan
@@ -77,10 +78,10 @@ struct ngx_http_async_job_zone_t {
 
 // One async_job / async_job_status / async_job_callback location.
 struct ngx_http_async_job_loc_t {
-    ngx_http_async_job_zone_t *zone;   // async_job
+    ngx_http_async_job_zone_t *zone; // async_job
     ngx_http_complex_value_t uri;
-    ngx_msec_t wait;                   // wait=; 0: answer 202 at once
-    ngx_http_async_job_zone_t *status; // async_job_status
+    ngx_msec_t wait;                    // wait=; 0: answer 202 at once
+    ngx_http_async_job_zone_t *status;  // async_job_status
     ngx_http_complex_value_t *callback; // async_job_callback
     u_char *callback_file;
     ngx_uint_t callback_line;
@@ -144,11 +145,11 @@ void ngx_http_async_job_wake_all(ngx_http_async_job_zone_t *zone);
 // Removes expired jobs; the lock is held.
 uint32_t ngx_http_async_job_expire_locked(ngx_http_async_job_zone_t *zone,
                                           uint64_t now);
-ngx_http_async_job_zone_t *
-ngx_http_async_job_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
-                            ngx_str_t directive);
+ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
+                                                       ngx_str_t *name,
+                                                       ngx_str_t directive);
 
-// --- runner (ngx_http_async_job_run.cpp) ---------------------------------
+// --- runner (_job_run.cpp, _job_copy.cpp, _job_capture.cpp) --------------
 
 // Takes a copy of r's request for a job; the run is parked or ready.
 ngx_http_async_job_run_t *
@@ -171,9 +172,8 @@ ngx_http_async_job_ctx_t *ngx_http_async_job_ctx(ngx_http_request_t *r,
 
 // --- answers (ngx_http_async_job_status.cpp) -----------------------------
 
-ngx_int_t ngx_http_async_job_send_json(ngx_http_request_t *r,
-                                       ngx_uint_t status, ngx_str_t body,
-                                       bool retry_after);
+ngx_int_t ngx_http_async_job_send_json(ngx_http_request_t *r, ngx_uint_t status,
+                                       ngx_str_t body, bool retry_after);
 ngx_str_t ngx_http_async_job_status_json(ngx_pool_t *pool,
                                          ngx_http_async_job_zone_t *zone,
                                          const ngx_http_async_job_view_t *v);
@@ -216,8 +216,7 @@ char *ngx_http_async_job_callback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                             void *conf);
 char *ngx_http_async_job_max_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                             void *conf);
-char *ngx_http_async_job_merge(ngx_conf_t *cf,
-                               ngx_http_async_loc_conf_t *conf);
+char *ngx_http_async_job_merge(ngx_conf_t *cf, ngx_http_async_loc_conf_t *conf);
 ngx_int_t ngx_http_async_job_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle);
