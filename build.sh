@@ -215,7 +215,9 @@ run_integration_tests() {
     fi
     log "prove: ${#suites[@]} suites"
     # shellcheck disable=SC2086
-    (cd "$ROOT" && prove $inc -I"$ROOT/t/lib" "${suites[@]}")
+    # only $inc may put t/lib on @INC: it must not shadow an installed
+    # Test::Nginx (the Test::More suites `use lib 't/lib'` themselves)
+    (cd "$ROOT" && prove $inc "${suites[@]}")
 }
 
 # ./build.sh test [MODE] [t/NNN-x.t ...]: named suites only skip unit tests.
