@@ -582,7 +582,18 @@ cmd_run() {
 
 ngx_http_async_module demo on http://$listen/  (Ctrl-C stops it)
 
-  curl -s http://$listen/status
+  three 500 ms calls, one after another vs in parallel:
+    curl -s http://$listen/portal/sync
+    curl -s -D - http://$listen/portal/parallel
+  a queue of 2 in service, 3 waiting: send 8 at once
+    for i in \$(seq 8); do curl -s -o /dev/null -w '%{http_code} %header{x-async-queue}\\n' http://$listen/queue/slow & done; wait
+  a 202 job, then its status (long-poll) and result:
+    curl -s -i -X POST http://$listen/jobs/report
+    curl -s 'http://$listen/jobs/status/ID?wait=10'
+  the job page in a browser: http://$listen/app/job.html
+  the status of it all:
+    curl -s http://$listen/status
+    curl -s 'http://$listen/status?format=prometheus'
 EOF
     exec "$NGINX_BIN" -p "$prefix" -c conf/nginx.conf -g 'daemon off;'
 }
