@@ -136,7 +136,7 @@ build_module() {
     # Reconfigure when the build inputs or the list of source files change;
     # plain edits are make's business.
     local want
-    want="$NGINX_SRC|${CC:-cc}|$cc_opt|$ld_opt|$(cd "$ROOT" && ls src src/core)"
+    want="$ROOT|$NGINX_SRC|${CC:-cc}|$cc_opt|$ld_opt|$(cd "$ROOT" && ls src src/core)"
     if [ ! -f "$stamp" ] || [ "$ROOT/config" -nt "$stamp" ] \
             || [ "$(cat "$stamp")" != "$want" ]; then
         log "configuring against $NGINX_SRC ($variant)"
