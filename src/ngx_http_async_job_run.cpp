@@ -454,6 +454,9 @@ void ngx_http_async_job_runs_wake(ngx_cycle_t *cycle)
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr) {
+        return;
+    }
     auto *zones =
         static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
     for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
@@ -472,6 +475,9 @@ void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle)
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr) {
+        return;
+    }
     auto *zones =
         static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
     for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {

@@ -306,6 +306,9 @@ void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr) {
+        return;
+    }
     auto *zones =
         static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
     for (ngx_uint_t i = 0; i < amcf->queue_zones.nelts; i++) {
