@@ -69,7 +69,10 @@ static ngx_int_t ngx_http_async_capture_header_filter(ngx_http_request_t *r)
 }
 
 // Appends to the capture buffer, which keeps the padding simdjson reads
-// past the end; grows by doubling, giving the old buffer back.
+// past the end. The first buffer holds the announced Content-Length, or
+// else just the first piece (most bodies come in one: a page-sized guess
+// would be a heap allocation of its own per call); it grows by doubling,
+// giving the old buffer back.
 static bool ngx_http_async_capture_append(ngx_http_request_t *r,
                                           ngx_http_async_attempt_t *a,
                                           const u_char *p, size_t n)
@@ -77,9 +80,9 @@ static bool ngx_http_async_capture_append(ngx_http_request_t *r,
     size_t need = a->len + n;
     if (need > a->cap) {
         size_t max = a->call->fanout->alcf->fetch_max_size;
-        size_t cap = a->cap != 0 ? a->cap : 4096 - async::padding_needed();
+        size_t cap = a->cap != 0 ? a->cap : need;
         if (a->cap == 0 && a->content_length > 0) {
-            cap = static_cast<size_t>(a->content_length);
+            cap = ngx_max(cap, static_cast<size_t>(a->content_length));
         }
         while (cap < need) {
             cap *= 2;
