@@ -16,7 +16,7 @@ static void ngx_http_async_fanout_wake(ngx_http_request_t *r);
 static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo);
 static void ngx_http_async_fanout_cleanup(void *data);
 static void ngx_http_async_fanout_pool_cleanup(void *data);
-static void ngx_http_async_fanout_call_timeout(ngx_event_t *ev);
+static void ngx_http_async_fanout_timeouts(ngx_event_t *ev);
 static void ngx_http_async_fanout_hedge(ngx_event_t *ev);
 static void ngx_http_async_fanout_deadline(ngx_event_t *ev);
 static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr,
@@ -46,9 +46,16 @@ ngx_http_async_fanout_t *ngx_http_async_fanout_of(ngx_http_request_t *r)
     return nullptr;
 }
 
+// A call is found from its post-subrequest handler, which carries the
+// attempt; a module that wrapped the handler (async_queue does, while the
+// call is parked) leaves the search among the parent's calls.
 ngx_http_async_attempt_t *ngx_http_async_fanout_attempt_of(
     ngx_http_request_t *sr)
 {
+    ngx_http_post_subrequest_t *ps = sr->post_subrequest;
+    if (ps != nullptr && ps->handler == ngx_http_async_fanout_done) {
+        return static_cast<ngx_http_async_attempt_t *>(ps->data);
+    }
     if (sr->parent == nullptr) {
         return nullptr;
     }
@@ -82,9 +89,6 @@ void ngx_http_async_fanout_post(ngx_http_async_fanout_t *fo)
 
 static void ngx_http_async_fanout_stop_timers(ngx_http_async_call_t *call)
 {
-    if (call->timer.timer_set) {
-        ngx_del_timer(&call->timer);
-    }
     if (call->hedge_timer.timer_set) {
         ngx_del_timer(&call->hedge_timer);
     }
@@ -109,6 +113,31 @@ static void ngx_http_async_fanout_cancel(ngx_http_async_attempt_t *a)
     }
 }
 
+// The calls start together, so one timer serves all their timeouts: it
+// waits for the earliest timeout among the calls still running.
+static ngx_msec_t ngx_http_async_fanout_earliest(ngx_http_async_fanout_t *fo)
+{
+    ngx_msec_t earliest = max_msec;
+    for (ngx_uint_t i = 0; i < fo->ncalls; i++) {
+        ngx_http_async_call_t *call = &fo->calls[i];
+        if (call->state == call_state::running) {
+            earliest = ngx_min(earliest, call->timeout);
+        }
+    }
+    return earliest;
+}
+
+static void ngx_http_async_fanout_arm(ngx_http_async_fanout_t *fo)
+{
+    if (fo->unresolved == 0) {
+        return;
+    }
+    ngx_msec_t earliest = ngx_http_async_fanout_earliest(fo);
+    auto left =
+        static_cast<ngx_msec_int_t>(fo->launched + earliest - ngx_current_msec);
+    ngx_add_timer(&fo->timeouts, static_cast<ngx_msec_t>(ngx_max(left, 0)));
+}
+
 static void ngx_http_async_fanout_resolve(ngx_http_async_call_t *call,
                                           call_state state,
                                           fanout_reason reason,
@@ -121,7 +150,10 @@ static void ngx_http_async_fanout_resolve(ngx_http_async_call_t *call,
     call->state = state;
     call->reason = reason;
     call->status = status;
-    call->fanout->unresolved--;
+    ngx_http_async_fanout_t *fo = call->fanout;
+    if (--fo->unresolved == 0 && fo->timeouts.timer_set) {
+        ngx_del_timer(&fo->timeouts);
+    }
     ngx_http_async_fanout_stop_timers(call);
     for (ngx_uint_t k = 0; k < call->nattempts; k++) {
         ngx_http_async_attempt_t *a = &call->attempts[k];
@@ -134,7 +166,7 @@ static void ngx_http_async_fanout_resolve(ngx_http_async_call_t *call,
             a->cancelled = true;
         }
     }
-    call->seq = ++call->fanout->resolved;
+    call->seq = ++fo->resolved;
     if (state == call_state::failed) {
         ngx_http_async_fanout_stats.failed_calls++;
         if (reason == fanout_reason::timeout) {
@@ -259,6 +291,7 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
     fo->start_sec = tp->sec;
     fo->start_msec = tp->msec;
     fo->unresolved = fo->ncalls;
+    fo->launched = ngx_current_msec;
     ngx_http_async_fanout_stats.fanouts++;
     ngx_http_async_stats_bump(fanout_stat::started);
 
@@ -279,9 +312,9 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
         ngx_http_async_call_t *call = &fo->calls[i];
         call->fanout = fo;
         call->conf = &fetches[i];
-        ngx_http_async_fanout_init_timer(&call->timer,
-                                         ngx_http_async_fanout_call_timeout,
-                                         call, c->log);
+        call->timeout = call->conf->timeout != NGX_CONF_UNSET_MSEC
+                            ? call->conf->timeout
+                            : alcf->fetch_timeout;
         ngx_http_async_fanout_init_timer(&call->hedge_timer,
                                          ngx_http_async_fanout_hedge, call,
                                          c->log);
@@ -293,14 +326,13 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
             continue;
         }
-        ngx_msec_t timeout = call->conf->timeout != NGX_CONF_UNSET_MSEC
-                                 ? call->conf->timeout
-                                 : alcf->fetch_timeout;
-        ngx_add_timer(&call->timer, timeout);
-        if (call->conf->hedge != 0 && call->conf->hedge < timeout) {
+        if (call->conf->hedge != 0 && call->conf->hedge < call->timeout) {
             ngx_add_timer(&call->hedge_timer, call->conf->hedge);
         }
     }
+    ngx_http_async_fanout_init_timer(
+        &fo->timeouts, ngx_http_async_fanout_timeouts, fo, c->log);
+    ngx_http_async_fanout_arm(fo);
 
     if (alcf->fanout_timeout != 0) {
         ngx_http_async_fanout_init_timer(&fo->deadline,
@@ -414,16 +446,29 @@ static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo)
     ngx_http_async_fanout_output(fo);
 }
 
-static void ngx_http_async_fanout_call_timeout(ngx_event_t *ev)
+// The earliest timeout is due: those calls fail and one decision step
+// follows, as if each call had a timer of its own; a later timeout that is
+// due as well fires in the same pass over the timers (re-armed with 0).
+static void ngx_http_async_fanout_timeouts(ngx_event_t *ev)
 {
-    auto *call = static_cast<ngx_http_async_call_t *>(ev->data);
-    ngx_http_async_fanout_t *fo = call->fanout;
+    auto *fo = static_cast<ngx_http_async_fanout_t *>(ev->data);
     ngx_connection_t *c = fo->r->connection;
 
-    ngx_log_error(NGX_LOG_INFO, c->log, 0, "async_fetch \"%V\" timed out",
-                  &call->conf->name);
-    ngx_http_async_fanout_resolve(call, call_state::failed,
-                                  fanout_reason::timeout, 0);
+    ngx_msec_t earliest = ngx_http_async_fanout_earliest(fo);
+    auto late =
+        static_cast<ngx_msec_int_t>(ngx_current_msec - fo->launched - earliest);
+    // late < 0: the calls the timer was armed for have ended since
+    for (ngx_uint_t i = 0; late >= 0 && i < fo->ncalls; i++) {
+        ngx_http_async_call_t *call = &fo->calls[i];
+        if (call->state != call_state::running || call->timeout != earliest) {
+            continue;
+        }
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "async_fetch \"%V\" timed out",
+                      &call->conf->name);
+        ngx_http_async_fanout_resolve(call, call_state::failed,
+                                      fanout_reason::timeout, 0);
+    }
+    ngx_http_async_fanout_arm(fo);
     ngx_http_async_fanout_progress(fo);
     ngx_http_run_posted_requests(c);
 }
@@ -544,6 +589,9 @@ static void ngx_http_async_fanout_pool_cleanup(void *data)
     auto *fo = static_cast<ngx_http_async_fanout_t *>(data);
     for (ngx_uint_t i = 0; i < fo->ncalls; i++) {
         ngx_http_async_fanout_stop_timers(&fo->calls[i]);
+    }
+    if (fo->timeouts.timer_set) {
+        ngx_del_timer(&fo->timeouts);
     }
     if (fo->deadline.timer_set) {
         ngx_del_timer(&fo->deadline);

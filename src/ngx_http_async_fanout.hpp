@@ -52,7 +52,7 @@ struct ngx_http_async_call_t {
     ngx_http_async_fetch_t *conf;
     ngx_str_t uri; // as the first attempt asked for it
     ngx_str_t args;
-    ngx_event_t timer;       // timeout=
+    ngx_msec_t timeout;      // timeout= or async_fetch_timeout, from launch
     ngx_event_t hedge_timer; // hedge=
     ngx_http_async_attempt_t attempts[2];
     ngx_uint_t nattempts;
@@ -73,6 +73,8 @@ struct ngx_http_async_fanout_t {
     ngx_uint_t unresolved; // calls still running: the fan-in counter
     ngx_uint_t resolved;   // calls resolved so far
     ngx_uint_t next_part;  // concat: the next call to stream
+    ngx_msec_t launched;   // ngx_current_msec when the calls started
+    ngx_event_t timeouts;  // the earliest timeout of the running calls
     ngx_event_t deadline;  // async_timeout
     ngx_str_t boundary;    // multipart
     time_t start_sec;
