@@ -9,7 +9,7 @@ namespace async {
 namespace {
 
 constexpr char hex_digits[] = "0123456789abcdef";
-constexpr char replacement[] = "\xEF\xBF\xBD";
+constexpr char replacement_char[] = "\xEF\xBF\xBD"; // U+FFFD
 
 // Length of the UTF-8 sequence starting at p[0] (n > 0 bytes available).
 // Sets valid; when invalid, the length is the maximal subpart to replace
@@ -82,8 +82,41 @@ char short_escape(unsigned char c) noexcept
     }
 }
 
-// Walks s once, handing each output piece to sink(const char *, size_t).
-template <class Sink> void escape_walk(std::string_view s, Sink &&sink) noexcept
+enum byte_class : unsigned char { plain, escaped, non_ascii };
+
+// One load per byte decides whether it passes through unchanged.
+constexpr struct byte_class_table {
+    byte_class of[256];
+
+    constexpr byte_class_table() noexcept : of()
+    {
+        for (unsigned c = 0; c < 256; ++c) {
+            of[c] = c >= 0x80                           ? non_ascii
+                    : c < 0x20 || c == '"' || c == '\\' ? escaped
+                                                        : plain;
+        }
+    }
+} byte_classes;
+
+constexpr uint64_t byte_ones = 0x0101010101010101ULL;
+constexpr uint64_t byte_highs = 0x8080808080808080ULL;
+
+// Whether the 8 bytes of w all pass through unchanged (plain). For bytes
+// below 0x80, x - n * ones sets a high bit exactly when some byte is < n.
+inline bool word_is_plain(uint64_t w) noexcept
+{
+    uint64_t quote = w ^ (byte_ones * '"');
+    uint64_t backslash = w ^ (byte_ones * '\\');
+    return ((w | (w - byte_ones * 0x20) | (quote - byte_ones)
+             | (backslash - byte_ones))
+            & byte_highs)
+           == 0;
+}
+
+// Walks s once, handing the output to out: copy(piece, len) for bytes that
+// pass through, short_escape(e), unicode_escape(c), replacement(). Length
+// and escaping share this walk, so they cannot disagree.
+template <class Out> void escape_walk(std::string_view s, Out &out) noexcept
 {
     const auto *p = reinterpret_cast<const unsigned char *>(s.data());
     size_t n = s.size();
@@ -91,60 +124,103 @@ template <class Sink> void escape_walk(std::string_view s, Sink &&sink) noexcept
     size_t run = 0; // start of bytes to copy verbatim
 
     while (i < n) {
-        unsigned char c = p[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            ++i;
-            continue;
+        // most text needs no escaping: skip it a word at a time, then look
+        // at the bytes of the word that is not plain one by one
+        while (n - i >= sizeof(uint64_t)) {
+            uint64_t w;
+            std::memcpy(&w, p + i, sizeof(w));
+            if (!word_is_plain(w)) {
+                break;
+            }
+            i += sizeof(w);
         }
-        if (c >= 0x80) {
-            bool valid;
-            size_t len = utf8_sequence(p + i, n - i, valid);
-            if (valid) {
+        size_t stop = n - i > sizeof(uint64_t) ? i + sizeof(uint64_t) : n;
+        while (i < stop) {
+            unsigned char c = p[i];
+            byte_class cls = byte_classes.of[c];
+            if (cls == plain) {
+                ++i;
+                continue;
+            }
+            if (cls == non_ascii) {
+                bool valid;
+                size_t len = utf8_sequence(p + i, n - i, valid);
+                if (!valid) {
+                    out.copy(s.data() + run, i - run);
+                    out.replacement();
+                    run = i + len;
+                }
                 i += len;
                 continue;
             }
-            sink(s.data() + run, i - run);
-            sink(replacement, 3);
-            i += len;
+            out.copy(s.data() + run, i - run);
+            char e = short_escape(c);
+            if (e != 0) {
+                out.short_escape(e);
+            } else {
+                out.unicode_escape(c);
+            }
+            ++i;
             run = i;
-            continue;
         }
-        sink(s.data() + run, i - run);
-        char e = short_escape(c);
-        if (e != 0) {
-            char out[2] = {'\\', e};
-            sink(out, 2);
-        } else {
-            char out[6] = {
-                '\\', 'u', '0', '0', hex_digits[c >> 4], hex_digits[c & 0xF]};
-            sink(out, 6);
-        }
-        ++i;
-        run = i;
     }
-    sink(s.data() + run, n - run);
+    out.copy(s.data() + run, n - run);
 }
+
+struct escape_counter {
+    size_t total = 0;
+
+    void copy(const char *, size_t len) noexcept { total += len; }
+    void short_escape(char) noexcept { total += 2; }
+    void unicode_escape(unsigned char) noexcept { total += 6; }
+    void replacement() noexcept { total += 3; }
+};
+
+struct escape_writer {
+    char *out;
+
+    void copy(const char *piece, size_t len) noexcept
+    {
+        if (len != 0) {
+            std::memcpy(out, piece, len);
+            out += len;
+        }
+    }
+    void short_escape(char e) noexcept
+    {
+        out[0] = '\\';
+        out[1] = e;
+        out += 2;
+    }
+    void unicode_escape(unsigned char c) noexcept
+    {
+        std::memcpy(out, "\\u00", 4);
+        out[4] = hex_digits[c >> 4];
+        out[5] = hex_digits[c & 0xF];
+        out += 6;
+    }
+    void replacement() noexcept
+    {
+        std::memcpy(out, replacement_char, 3);
+        out += 3;
+    }
+};
 
 // Caller guarantees out has room for json_escaped_length(s) bytes.
 size_t escape_into(std::string_view s, char *out) noexcept
 {
-    size_t pos = 0;
-    escape_walk(s, [out, &pos](const char *piece, size_t len) {
-        if (len != 0) {
-            std::memcpy(out + pos, piece, len);
-            pos += len;
-        }
-    });
-    return pos;
+    escape_writer w{out};
+    escape_walk(s, w);
+    return static_cast<size_t>(w.out - out);
 }
 
 } // namespace
 
 size_t json_escaped_length(std::string_view s) noexcept
 {
-    size_t total = 0;
-    escape_walk(s, [&total](const char *, size_t len) { total += len; });
-    return total;
+    escape_counter counter;
+    escape_walk(s, counter);
+    return counter.total;
 }
 
 size_t json_escape(std::string_view s, char *out, size_t cap) noexcept

@@ -250,6 +250,34 @@ static void test_escaped_length_is_exact(void **)
     assert_int_equal(json_escaped_length("\xF0\x9F\x98"), 3);
 }
 
+// Text is scanned a word at a time: any byte at any offset of a longer
+// text is escaped exactly as on its own.
+static void test_escape_any_byte_at_any_offset_of_long_text(void **)
+{
+    constexpr size_t len = 21;
+    for (unsigned b = 0; b < 256; ++b) {
+        char one = static_cast<char>(b);
+        char alone[8];
+        size_t alone_len = json_escape({&one, 1}, alone, sizeof(alone));
+        for (size_t pos = 0; pos < len; ++pos) {
+            char in[len];
+            std::memset(in, 'a', len);
+            in[pos] = one;
+            char want[len + 8];
+            std::memset(want, 'a', sizeof(want));
+            std::memcpy(want + pos, alone, alone_len);
+            size_t want_len = len - 1 + alone_len;
+
+            char out[len + 8];
+            size_t n = json_escape({in, len}, out, sizeof(out));
+            assert_int_equal(n, json_escaped_length({in, len}));
+            if (n != want_len || std::memcmp(out, want, n) != 0) {
+                fail_msg("byte %02x at %zu", b, pos);
+            }
+        }
+    }
+}
+
 // Every one- and two-byte input: output is valid UTF-8 JSON, and valid
 // UTF-8 input without characters to escape comes out unchanged.
 static void test_escape_all_two_byte_inputs(void **)
@@ -669,6 +697,7 @@ int main()
         cmocka_unit_test(test_escape_keeps_text_around_replacements),
         cmocka_unit_test(test_escape_writes_nothing_when_short),
         cmocka_unit_test(test_escaped_length_is_exact),
+        cmocka_unit_test(test_escape_any_byte_at_any_offset_of_long_text),
         cmocka_unit_test(test_escape_all_two_byte_inputs),
         cmocka_unit_test(test_escape_all_three_byte_sequences),
         cmocka_unit_test(test_writer_empty_containers),
