@@ -72,7 +72,7 @@ start_nginx front "
     async_queue_zone zone=park:2m active=1 length=20000 timeout=300s;
     async_queue_zone zone=wake:1m active=1 length=10 timeout=10s;
     async_queue_zone zone=over:1m active=100 length=1000 timeout=10s;
-    limit_req_zone \$server_name zone=lr:1m rate=1r/m;
+    limit_req_zone \$scheme zone=lr:1m rate=1r/m;
     upstream back { server 127.0.0.1:$BACK; keepalive 128; }
     server {
         listen 127.0.0.1:$FRONT backlog=16384 reuseport;
@@ -119,6 +119,25 @@ wrk_rps() { # path connections -> requests/s
     wrk -t2 -c"$2" -d"${SECS}s" "http://127.0.0.1:$FRONT$1" | awk '/Requests\/sec/ {print $2}'
 }
 
+# path -> "requests/s instructions-per-request" (the workers' user and
+# kernel instructions counted by perf while wrk runs; 0 without perf)
+wrk_measure() {
+    local out=$WORK/perf.out ins=0
+    if command -v perf >/dev/null; then
+        perf stat -x, -e instructions -p "$(worker_pids front)" -o "$out" \
+            -- sleep "$((SECS + 1))" &
+        local perf_pid=$!
+        sleep 0.5
+    fi
+    wrk -t2 -c50 -d"${SECS}s" "http://127.0.0.1:$FRONT$1" >"$WORK/wrk.out"
+    if [ -n "${perf_pid:-}" ]; then
+        wait "$perf_pid"
+        ins=$(awk -F, '/instructions/ {print $1}' "$out")
+    fi
+    awk -v ins="${ins:-0}" '/requests in/ {n = $1} /Requests\/sec/ {r = $2}
+        END {printf "%s %d\n", r, (n > 0 && ins ~ /^[0-9]+$/) ? ins / n : 0}' "$WORK/wrk.out"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "## Admission queue"
@@ -127,26 +146,47 @@ echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "Command: \`bench/queue.sh $SECS\`."
 echo
 
-# 1. overhead, alternating runs
-plain=() queued=()
+# 1. overhead, alternating runs; requests/s is noisy on a shared machine,
+# instructions per request are not
+plain=() queued=() plain_ins=() queued_ins=()
 for round in 1 2 3 4 5; do
-    plain+=("$(wrk_rps /plain 50)")
-    queued+=("$(wrk_rps /queued 50)")
+    read -r rps ins <<<"$(wrk_measure /plain)"
+    plain+=("$rps") plain_ins+=("$ins")
+    read -r rps ins <<<"$(wrk_measure /queued)"
+    queued+=("$rps") queued_ins+=("$ins")
 done
 p=$(printf '%s\n' "${plain[@]}" | median)
 q=$(printf '%s\n' "${queued[@]}" | median)
+pi=$(printf '%s\n' "${plain_ins[@]}" | median)
+qi=$(printf '%s\n' "${queued_ins[@]}" | median)
 echo "### 1. Overhead with free slots (wrk -t2 -c50, ${SECS}s, median of 5 alternating runs)"
 echo
-echo "| location | requests/s |"
-echo "|---|---|"
-echo "| \`echo ok\` | $p |"
-echo "| \`async_queue\` + \`echo ok\` | $q |"
-echo "| ratio | $(awk -v a="$q" -v b="$p" 'BEGIN {printf "%.3f", a / b}') |"
+echo "Instructions per request are the workers' own (user + kernel, \`perf stat\`);"
+echo "requests/s share two cores with wrk and move with whatever else runs."
+echo
+echo "| location | requests/s | instructions/request |"
+echo "|---|---|---|"
+echo "| \`echo ok\` | $p | $pi |"
+echo "| \`async_queue\` + \`echo ok\` | $q | $qi |"
+echo "| ratio | $(awk -v a="$q" -v b="$p" 'BEGIN {printf "%.3f", a / b}') | $(awk -v a="$pi" -v b="$qi" 'BEGIN {if (b > 0) printf "%.3f", a / b; else print "-"}') |"
 echo
 
 # 2. parking cost
+# fresh workers for each measurement: memory a worker once used stays in
+# its heap and would be reused by the next phase
+fresh_workers() {
+    local old
+    old=$(worker_pids front)
+    kill -HUP "$(cat "$WORK/front/logs/nginx.pid")"
+    for _ in $(seq 100); do
+        sleep 0.1
+        [ "$(worker_pids front)" != "$old" ] && ! pgrep -f 'worker process is shutting down' >/dev/null && break
+    done
+    sleep 0.5
+}
+fresh_workers
 park=$(python3 "$ROOT/bench/lib/queue_clients.py" park "$FRONT" 10000 "$(worker_pids front)")
-sleep 1
+fresh_workers
 lr=$(python3 "$ROOT/bench/lib/queue_clients.py" park-limit-req "$FRONT" 10000 "$(worker_pids front)")
 echo "### 2. Parking 10,000 requests (active=1, the slot held for 5 s)"
 echo
