@@ -19,8 +19,8 @@ static void ngx_http_async_fanout_pool_cleanup(void *data);
 static void ngx_http_async_fanout_timeouts(ngx_event_t *ev);
 static void ngx_http_async_fanout_hedge(ngx_event_t *ev);
 static void ngx_http_async_fanout_deadline(ngx_event_t *ev);
-static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr,
-                                            void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr, void *data,
+                                            ngx_int_t rc);
 
 static constexpr ngx_msec_t max_msec = NGX_MAX_INT32_VALUE;
 
@@ -49,8 +49,8 @@ ngx_http_async_fanout_t *ngx_http_async_fanout_of(ngx_http_request_t *r)
 // A call is found from its post-subrequest handler, which carries the
 // attempt; a module that wrapped the handler (async_queue does, while the
 // call is parked) leaves the search among the parent's calls.
-ngx_http_async_attempt_t *ngx_http_async_fanout_attempt_of(
-    ngx_http_request_t *sr)
+ngx_http_async_attempt_t *
+ngx_http_async_fanout_attempt_of(ngx_http_request_t *sr)
 {
     ngx_http_post_subrequest_t *ps = sr->post_subrequest;
     if (ps != nullptr && ps->handler == ngx_http_async_fanout_done) {
@@ -263,8 +263,8 @@ ngx_http_async_fanout_create(ngx_http_request_t *r,
     fo->r = r;
     fo->alcf = alcf;
     fo->ncalls = alcf->fanout->nelts;
-    fo->calls = async::pool_calloc_array<ngx_http_async_call_t>(r->pool,
-                                                                fo->ncalls);
+    fo->calls =
+        async::pool_calloc_array<ngx_http_async_call_t>(r->pool, fo->ncalls);
     if (fo->calls == nullptr) {
         return nullptr;
     }
@@ -315,9 +315,8 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
         call->timeout = call->conf->timeout != NGX_CONF_UNSET_MSEC
                             ? call->conf->timeout
                             : alcf->fetch_timeout;
-        ngx_http_async_fanout_init_timer(&call->hedge_timer,
-                                         ngx_http_async_fanout_hedge, call,
-                                         c->log);
+        ngx_http_async_fanout_init_timer(
+            &call->hedge_timer, ngx_http_async_fanout_hedge, call, c->log);
         ngx_http_async_fanout_stats.calls++;
 
         if (ngx_http_async_fanout_launch(fo, call) != NGX_OK) {
@@ -335,9 +334,8 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
     ngx_http_async_fanout_arm(fo);
 
     if (alcf->fanout_timeout != 0) {
-        ngx_http_async_fanout_init_timer(&fo->deadline,
-                                         ngx_http_async_fanout_deadline, fo,
-                                         c->log);
+        ngx_http_async_fanout_init_timer(
+            &fo->deadline, ngx_http_async_fanout_deadline, fo, c->log);
         ngx_add_timer(&fo->deadline, alcf->fanout_timeout);
     }
 
@@ -407,11 +405,11 @@ static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo)
                                           fanout_reason::none, 0);
         } else if (!running && failed != nullptr) {
             // a hedge only races a slow answer, it does not retry errors
-            ngx_http_async_fanout_resolve(
-                call, call_state::failed,
-                failed->too_large ? fanout_reason::too_large
-                                  : fanout_reason::status,
-                failed->status);
+            ngx_http_async_fanout_resolve(call, call_state::failed,
+                                          failed->too_large
+                                              ? fanout_reason::too_large
+                                              : fanout_reason::status,
+                                          failed->status);
         }
     }
 
@@ -508,8 +506,8 @@ static void ngx_http_async_fanout_hedge(ngx_event_t *ev)
 }
 
 // Post-subrequest handler: records the call's end and wakes the parent.
-static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr,
-                                            void *data, ngx_int_t rc)
+static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr, void *data,
+                                            ngx_int_t rc)
 {
     auto *a = static_cast<ngx_http_async_attempt_t *>(data);
     if (rc == NGX_AGAIN) {
@@ -660,8 +658,8 @@ char *ngx_http_async_fetch_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (alcf->fanout == nullptr) {
-        alcf->fanout = ngx_array_create(cf->pool, 4,
-                                        sizeof(ngx_http_async_fetch_t));
+        alcf->fanout =
+            ngx_array_create(cf->pool, 4, sizeof(ngx_http_async_fetch_t));
         if (alcf->fanout == nullptr) {
             return static_cast<char *>(NGX_CONF_ERROR);
         }
@@ -694,8 +692,7 @@ char *ngx_http_async_fetch_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ccv.complex_value = &fetch->uri;
     if (value[2].len == 0 || ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid URI \"%V\" in \"async_fetch\"",
-                           &value[2]);
+                           "invalid URI \"%V\" in \"async_fetch\"", &value[2]);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
 
@@ -753,8 +750,8 @@ static char *ngx_http_async_fanout_time(ngx_conf_t *cf, ngx_command_t *cmd,
     return NGX_CONF_OK;
 }
 
-char *ngx_http_async_fetch_timeout_directive(ngx_conf_t *cf,
-                                             ngx_command_t *cmd, void *conf)
+char *ngx_http_async_fetch_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                             void *conf)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
     return ngx_http_async_fanout_time(cf, cmd, &alcf->fetch_timeout, false);
@@ -849,36 +846,38 @@ static ngx_int_t ngx_http_async_fanout_variable(ngx_http_request_t *r,
     }
     ngx_str_t s;
     switch (data) {
-    case 0:
-        if (ngx_http_async_fanout_completed(fo)) {
-            ngx_str_set(&s, "true");
-        } else {
-            ngx_str_set(&s, "false");
-        }
-        break;
-    case 1:
-        s = ngx_http_async_fanout_failed_text(fo, r->pool);
-        break;
-    default: {
-        time_t sec = fo->end_sec;
-        ngx_msec_t msec = fo->end_msec;
-        // while the answer is being sent (headers included), the clock runs
-        if (!fo->finished || fo->end_sec == 0) {
-            ngx_time_t *tp = ngx_timeofday();
-            sec = tp->sec;
-            msec = tp->msec;
-        }
-        ngx_msec_int_t ms = static_cast<ngx_msec_int_t>(
-            (sec - fo->start_sec) * 1000 + (msec - fo->start_msec));
-        ms = ngx_max(ms, 0);
-        s.data = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4));
-        if (s.data == nullptr) {
-            return NGX_ERROR;
-        }
-        s.len = ngx_sprintf(s.data, "%T.%03M", static_cast<time_t>(ms / 1000),
+        case 0:
+            if (ngx_http_async_fanout_completed(fo)) {
+                ngx_str_set(&s, "true");
+            } else {
+                ngx_str_set(&s, "false");
+            }
+            break;
+        case 1:
+            s = ngx_http_async_fanout_failed_text(fo, r->pool);
+            break;
+        default: {
+            time_t sec = fo->end_sec;
+            ngx_msec_t msec = fo->end_msec;
+            // while the answer is being sent (headers included), the clock runs
+            if (!fo->finished || fo->end_sec == 0) {
+                ngx_time_t *tp = ngx_timeofday();
+                sec = tp->sec;
+                msec = tp->msec;
+            }
+            ngx_msec_int_t ms = static_cast<ngx_msec_int_t>(
+                (sec - fo->start_sec) * 1000 + (msec - fo->start_msec));
+            ms = ngx_max(ms, 0);
+            s.data =
+                static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4));
+            if (s.data == nullptr) {
+                return NGX_ERROR;
+            }
+            s.len =
+                ngx_sprintf(s.data, "%T.%03M", static_cast<time_t>(ms / 1000),
                             static_cast<ngx_msec_t>(ms % 1000))
                 - s.data;
-    }
+        }
     }
     v->data = s.data;
     v->len = s.len;
@@ -889,12 +888,12 @@ static ngx_int_t ngx_http_async_fanout_variable(ngx_http_request_t *r,
 }
 
 static ngx_http_variable_t ngx_http_async_fanout_variables[] = {
-    {ngx_string("async_completed"), nullptr, ngx_http_async_fanout_variable,
-     0, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("async_completed"), nullptr, ngx_http_async_fanout_variable, 0,
+     NGX_HTTP_VAR_NOCACHEABLE, 0},
     {ngx_string("async_failed"), nullptr, ngx_http_async_fanout_variable, 1,
      NGX_HTTP_VAR_NOCACHEABLE, 0},
-    {ngx_string("async_fetch_time"), nullptr, ngx_http_async_fanout_variable,
-     2, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("async_fetch_time"), nullptr, ngx_http_async_fanout_variable, 2,
+     NGX_HTTP_VAR_NOCACHEABLE, 0},
     ngx_http_null_variable};
 
 ngx_int_t ngx_http_async_fanout_add_variables(ngx_conf_t *cf)

@@ -21,8 +21,13 @@ struct ngx_http_async_fetch_t {
     bool optional;
 };
 
-enum class fanout_reason : uint8_t { none, timeout, cancelled, too_large,
-                                     status };
+enum class fanout_reason : uint8_t {
+    none,
+    timeout,
+    cancelled,
+    too_large,
+    status
+};
 
 struct ngx_http_async_call_t;
 struct ngx_http_async_fanout_t;
@@ -81,11 +86,11 @@ struct ngx_http_async_fanout_t {
     ngx_msec_t start_msec;
     time_t end_sec;
     ngx_msec_t end_msec;
-    bool posted;        // the request is in the posted queue
-    bool decided;       // the outcome is known: no call changes any more
-    bool streaming;     // concat/multipart header sent, parts follow
-    bool trailers;      // the outcome goes into trailers
-    bool finished;      // the last buffer went out, or the request ended
+    bool posted;    // the request is in the posted queue
+    bool decided;   // the outcome is known: no call changes any more
+    bool streaming; // concat/multipart header sent, parts follow
+    bool trailers;  // the outcome goes into trailers
+    bool finished;  // the last buffer went out, or the request ended
 };
 
 // Per-worker counters, for the status page.

@@ -6,11 +6,11 @@
 #include "core/json_body.hpp"
 #include "core/json_writer.hpp"
 
-static constexpr std::string_view reason_names[] = {
-    "", "timeout", "cancelled", "too_large", ""};
+static constexpr std::string_view reason_names[] = {"", "timeout", "cancelled",
+                                                    "too_large", ""};
 
-static std::string_view ngx_http_async_fanout_reason(ngx_http_async_call_t *call,
-                                                     u_char *num)
+static std::string_view
+ngx_http_async_fanout_reason(ngx_http_async_call_t *call, u_char *num)
 {
     if (call->reason == fanout_reason::status) {
         u_char *end = ngx_sprintf(num, "%ui", call->status);
@@ -258,8 +258,8 @@ static void ngx_http_async_fanout_json(ngx_http_async_fanout_t *fo)
 // --- streamed forms ------------------------------------------------------
 
 static ngx_chain_t **ngx_http_async_fanout_append(ngx_pool_t *pool,
-                                                  ngx_chain_t **last,
-                                                  u_char *p, size_t len)
+                                                  ngx_chain_t **last, u_char *p,
+                                                  size_t len)
 {
     if (len == 0) {
         return last;
@@ -291,8 +291,8 @@ ngx_http_async_fanout_required_failure(ngx_http_async_fanout_t *fo)
     return nullptr;
 }
 
-static ngx_int_t ngx_http_async_fanout_stream_header(ngx_http_async_fanout_t *fo,
-                                                     bool multipart)
+static ngx_int_t
+ngx_http_async_fanout_stream_header(ngx_http_async_fanout_t *fo, bool multipart)
 {
     ngx_http_request_t *r = fo->r;
     fo->streaming = true;
@@ -523,16 +523,16 @@ void ngx_http_async_fanout_output(ngx_http_async_fanout_t *fo)
         return;
     }
     switch (static_cast<fanout_aggregate>(fo->alcf->aggregate)) {
-    case fanout_aggregate::json:
-        if (fo->decided) {
-            ngx_http_async_fanout_json(fo);
-        }
-        return;
-    case fanout_aggregate::concat:
-        ngx_http_async_fanout_stream(fo, false);
-        return;
-    case fanout_aggregate::multipart:
-        ngx_http_async_fanout_stream(fo, true);
-        return;
+        case fanout_aggregate::json:
+            if (fo->decided) {
+                ngx_http_async_fanout_json(fo);
+            }
+            return;
+        case fanout_aggregate::concat:
+            ngx_http_async_fanout_stream(fo, false);
+            return;
+        case fanout_aggregate::multipart:
+            ngx_http_async_fanout_stream(fo, true);
+            return;
     }
 }

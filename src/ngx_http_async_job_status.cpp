@@ -35,8 +35,8 @@ static ngx_int_t ngx_http_async_job_add_header(ngx_http_request_t *r,
 }
 
 static ngx_int_t ngx_http_async_job_send_body(ngx_http_request_t *r,
-                                              ngx_uint_t status,
-                                              ngx_str_t type, ngx_str_t body)
+                                              ngx_uint_t status, ngx_str_t type,
+                                              ngx_str_t body)
 {
     r->headers_out.status = status;
     r->headers_out.content_type = type;
@@ -62,9 +62,8 @@ static ngx_int_t ngx_http_async_job_send_body(ngx_http_request_t *r,
     return ngx_http_output_filter(r, &out);
 }
 
-ngx_int_t ngx_http_async_job_send_json(ngx_http_request_t *r,
-                                       ngx_uint_t status, ngx_str_t body,
-                                       bool retry_after)
+ngx_int_t ngx_http_async_job_send_json(ngx_http_request_t *r, ngx_uint_t status,
+                                       ngx_str_t body, bool retry_after)
 {
     if (retry_after
         && ngx_http_async_job_add_header(r, async::literal("Retry-After"),
@@ -94,8 +93,8 @@ static ngx_str_t ngx_http_async_job_href(ngx_pool_t *pool,
     if (p == nullptr) {
         return out;
     }
-    u_char *last = ngx_cpymem(p, zone->status_prefix.data,
-                              zone->status_prefix.len);
+    u_char *last =
+        ngx_cpymem(p, zone->status_prefix.data, zone->status_prefix.len);
     *last++ = '/';
     last = ngx_cpymem(last, id, async::id_chars);
     if (result) {
@@ -212,8 +211,7 @@ ngx_int_t ngx_http_async_job_send_accepted(ngx_http_request_t *r,
     p[w.length()] = '\n';
     ngx_str_t body{w.length() + 1, p};
 
-    if (ngx_http_async_job_add_header(r, async::literal("Location"),
-                                      href)
+    if (ngx_http_async_job_add_header(r, async::literal("Location"), href)
             != NGX_OK
         || (preference_applied
             && ngx_http_async_job_add_header(
@@ -335,10 +333,9 @@ static ngx_int_t ngx_http_async_job_cancel(ngx_http_request_t *r,
             async::ticket_queue_leave(zone->q, node,
                                       async::leave_reason::cancelled, &wake);
         }
-        async::job_table_finish(zone->table, v->index,
-                                async::job_state::cancelled,
-                                async::job_reason::cancelled, 0, now,
-                                zone->sh->ttl_ms);
+        async::job_table_finish(
+            zone->table, v->index, async::job_state::cancelled,
+            async::job_reason::cancelled, 0, now, zone->sh->ttl_ms);
         watchers = rec.watchers;
         owner = static_cast<ngx_pid_t>(rec.owner_pid);
         v->rec = rec;
@@ -371,8 +368,7 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
 
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD | NGX_HTTP_DELETE))) {
         if (ngx_http_async_job_add_header(r, async::literal("Allow"),
-                                          async::literal(
-                                              "GET, HEAD, DELETE"))
+                                          async::literal("GET, HEAD, DELETE"))
             != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -409,9 +405,8 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
 
     if (r->method & NGX_HTTP_DELETE) {
         if (result) {
-            if (ngx_http_async_job_add_header(
-                    r, async::literal("Allow"),
-                    async::literal("GET, HEAD"))
+            if (ngx_http_async_job_add_header(r, async::literal("Allow"),
+                                              async::literal("GET, HEAD"))
                 != NGX_OK) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }

@@ -58,8 +58,8 @@ static ngx_http_async_main_conf_t *ngx_http_async_job_main(ngx_cycle_t *cycle)
 static ngx_http_async_job_zone_t *
 ngx_http_async_job_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size)
 {
-    ngx_shm_zone_t *shm_zone = ngx_shared_memory_add(
-        cf, name, size, &ngx_http_async_job_zone_tag);
+    ngx_shm_zone_t *shm_zone =
+        ngx_shared_memory_add(cf, name, size, &ngx_http_async_job_zone_tag);
     if (shm_zone == nullptr) {
         return nullptr;
     }
@@ -82,9 +82,9 @@ ngx_http_async_job_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size)
     return zone;
 }
 
-ngx_http_async_job_zone_t *
-ngx_http_async_job_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
-                            ngx_str_t directive)
+ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
+                                                       ngx_str_t *name,
+                                                       ngx_str_t directive)
 {
     ngx_http_async_job_zone_t *zone = ngx_http_async_job_zone_get(cf, name, 0);
     if (zone != nullptr && zone->ref_directive.len == 0) {
@@ -98,8 +98,7 @@ ngx_http_async_job_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
 static char *ngx_http_async_job_zone_bad(ngx_conf_t *cf, ngx_str_t *value)
 {
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\" in \"async_job_zone\"",
-                       value);
+                       "invalid parameter \"%V\" in \"async_job_zone\"", value);
     return static_cast<char *>(NGX_CONF_ERROR);
 }
 
@@ -206,17 +205,17 @@ static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
         zone->sh->ttl_ms = zone->ttl;
         zone->sh->max_result = zone->max_result;
         ngx_uint_t length = ngx_min(zone->length, zone->q->capacity);
-        async::ticket_queue_set_limits(
-            zone->q, static_cast<uint32_t>(zone->max_active),
-            static_cast<uint32_t>(length), &wake);
+        async::ticket_queue_set_limits(zone->q,
+                                       static_cast<uint32_t>(zone->max_active),
+                                       static_cast<uint32_t>(length), &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_OK;
     }
 
     zone->shpool = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
     if (shm_zone->shm.exists) {
-        zone->sh = static_cast<ngx_http_async_job_shared_t *>(
-            zone->shpool->data);
+        zone->sh =
+            static_cast<ngx_http_async_job_shared_t *>(zone->shpool->data);
         zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
         zone->table = reinterpret_cast<async::job_table *>(
             reinterpret_cast<u_char *>(zone->shpool) + zone->sh->table_offset);
@@ -241,15 +240,15 @@ static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
     async::ticket_queue_init(zone->q, static_cast<uint32_t>(zone->length),
                              static_cast<uint32_t>(zone->max_active),
                              static_cast<uint32_t>(zone->length));
-    size_t queue = async::ticket_queue_bytes(
-        static_cast<uint32_t>(zone->length));
+    size_t queue =
+        async::ticket_queue_bytes(static_cast<uint32_t>(zone->length));
     queue = (queue + 7) / 8 * 8;
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->q) + queue);
     async::job_table_init(zone->table, records);
-    zone->sh->table_offset = static_cast<uint64_t>(
-        reinterpret_cast<u_char *>(zone->table)
-        - reinterpret_cast<u_char *>(zone->shpool));
+    zone->sh->table_offset =
+        static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->table)
+                              - reinterpret_cast<u_char *>(zone->shpool));
     zone->shpool->data = zone->sh;
 
     size_t len = sizeof(" in async_job_zone \"\"") + shm_zone->shm.name.len;
@@ -393,11 +392,9 @@ ngx_int_t ngx_http_async_job_snapshot(ngx_http_async_job_zone_t *zone,
     const async::job_table *t = zone->table;
     out->queued = t->count[static_cast<size_t>(async::job_state::queued)];
     out->running = t->count[static_cast<size_t>(async::job_state::running)];
-    out->completed =
-        t->count[static_cast<size_t>(async::job_state::completed)];
+    out->completed = t->count[static_cast<size_t>(async::job_state::completed)];
     out->failed = t->count[static_cast<size_t>(async::job_state::failed)];
-    out->cancelled =
-        t->count[static_cast<size_t>(async::job_state::cancelled)];
+    out->cancelled = t->count[static_cast<size_t>(async::job_state::cancelled)];
     out->expired = t->counters.expired;
     out->stored_bytes = t->stored_bytes;
     out->max_result = zone->sh->max_result;
@@ -458,13 +455,12 @@ ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle)
         async::wake_set wake{};
         uint64_t now = ngx_http_async_job_now_ms();
         ngx_shmtx_lock(&zone->shpool->mutex);
-        async::ticket_queue_claim(zone->q,
-                                  static_cast<uint32_t>(ngx_process_slot),
-                                  ngx_pid, &wake);
+        async::ticket_queue_claim(
+            zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_pid, &wake);
         async::ticket_queue_reap(zone->q, ngx_http_async_job_pid_alive, &wake);
         uint32_t lost = async::job_table_lose_owner(
-            zone->table, static_cast<uint32_t>(ngx_process_slot), ngx_pid,
-            now, zone->sh->ttl_ms);
+            zone->table, static_cast<uint32_t>(ngx_process_slot), ngx_pid, now,
+            zone->sh->ttl_ms);
         lost += async::job_table_lose_dead(
             zone->table, ngx_http_async_job_pid_alive, now, zone->sh->ttl_ms);
         zone->seen_changes = zone->table->changes;
@@ -526,6 +522,6 @@ void ngx_http_async_job_wake(ngx_cycle_t *cycle)
 uint32_t ngx_http_async_job_expire_locked(ngx_http_async_job_zone_t *zone,
                                           uint64_t now)
 {
-    return async::job_table_expire(zone->table, now,
-                                   ngx_http_async_job_free_cb, zone);
+    return async::job_table_expire(zone->table, now, ngx_http_async_job_free_cb,
+                                   zone);
 }

@@ -57,8 +57,7 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_aggregate"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
          | NGX_CONF_TAKE1,
-     ngx_http_async_aggregate_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     nullptr},
+     ngx_http_async_aggregate_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
 
     {ngx_string("async_fetch_max_size"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
@@ -67,15 +66,13 @@ static ngx_command_t ngx_http_async_commands[] = {
      nullptr},
 
     {ngx_string("async_job_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
-     ngx_http_async_job_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0,
-     nullptr},
+     ngx_http_async_job_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
 
     {ngx_string("async_job"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE23,
      ngx_http_async_job_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
 
     {ngx_string("async_job_status"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_http_async_job_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     nullptr},
+     ngx_http_async_job_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
 
     {ngx_string("async_job_callback"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
      ngx_http_async_job_callback_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,

@@ -122,7 +122,7 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     for (auto *zp = static_cast<ngx_http_async_queue_zone_t **>(
-             amcf->queue_zones.elts),
+                  amcf->queue_zones.elts),
               *end = zp + amcf->queue_zones.nelts;
          zp != end; ++zp) {
         if ((*zp)->name.len == name.len
@@ -189,9 +189,9 @@ static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
         zone->sh->timeout = zone->timeout;
         zone->sh->configured_length = static_cast<uint32_t>(zone->length);
         ngx_uint_t length = ngx_min(zone->length, zone->q->capacity);
-        async::ticket_queue_set_limits(
-            zone->q, static_cast<uint32_t>(zone->max_active),
-            static_cast<uint32_t>(length), &wake);
+        async::ticket_queue_set_limits(zone->q,
+                                       static_cast<uint32_t>(zone->max_active),
+                                       static_cast<uint32_t>(length), &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
         // waiters admitted by a larger max_active belong to old workers,
         // whose safety timer picks them up
@@ -206,7 +206,8 @@ static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
         return NGX_OK;
     }
 
-    uint32_t capacity = ngx_http_async_queue_capacity_for_zone(shm_zone->shm.size);
+    uint32_t capacity =
+        ngx_http_async_queue_capacity_for_zone(shm_zone->shm.size);
     void *mem = nullptr;
     // the estimate of slab overhead may be off by a page or two
     while (capacity >= zone->length && capacity > 0) {
@@ -216,8 +217,8 @@ static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
         if (mem != nullptr) {
             break;
         }
-        uint32_t less = static_cast<uint32_t>(
-            ngx_pagesize / sizeof(async::queue_node));
+        uint32_t less =
+            static_cast<uint32_t>(ngx_pagesize / sizeof(async::queue_node));
         capacity = capacity > less ? capacity - less : 0;
     }
     if (mem == nullptr) {
@@ -291,8 +292,8 @@ ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle)
         ngx_shmtx_lock(&zone->shpool->mutex);
         uint32_t reclaimed = async::ticket_queue_claim(
             zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_pid, &wake);
-        reclaimed += async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive,
-                                              &wake);
+        reclaimed +=
+            async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive, &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
@@ -318,8 +319,8 @@ void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
         }
         async::wake_set wake{};
         ngx_shmtx_lock(&zone->shpool->mutex);
-        uint32_t reclaimed = async::ticket_queue_reap(
-            zone->q, ngx_http_async_pid_alive, &wake);
+        uint32_t reclaimed =
+            async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive, &wake);
         ngx_shmtx_unlock(&zone->shpool->mutex);
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
         ngx_http_async_wake_owners(zone->shpool, zone->q, wake);

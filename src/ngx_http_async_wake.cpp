@@ -146,8 +146,8 @@ ngx_int_t ngx_http_async_wake_init_process(ngx_cycle_t *cycle)
     ngx_http_async_wake_safety.cancelable = 1;
     ngx_add_timer(&ngx_http_async_wake_safety, safety_interval);
 
-    ngx_socket_t fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                             0);
+    ngx_socket_t fd =
+        socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
                       "async: socket() for wake-ups failed");

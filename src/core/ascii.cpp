@@ -5,8 +5,8 @@ namespace async {
 bool is_tchar(char c) noexcept
 {
     constexpr std::string_view extra = "!#$%&'*+-.^_`|~";
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || extra.find(c) != std::string_view::npos;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || extra.find(c) != std::string_view::npos;
 }
 
 char ascii_lower(char c) noexcept

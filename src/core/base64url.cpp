@@ -25,8 +25,8 @@ uint32_t sextet(uint8_t byte) noexcept
     uint32_t digit = range_mask(c, '0', '9');
     uint32_t dash = range_mask(c, '-', '-');
     uint32_t under = range_mask(c, '_', '_');
-    uint32_t value = (upper & (c - 'A')) | (lower & (c - 'a' + 26)) |
-                     (digit & (c - '0' + 52)) | (dash & 62) | (under & 63);
+    uint32_t value = (upper & (c - 'A')) | (lower & (c - 'a' + 26))
+                     | (digit & (c - '0' + 52)) | (dash & 62) | (under & 63);
     uint32_t valid = upper | lower | digit | dash | under;
     return (value & 0x3F) | (~valid & 0x100);
 }
@@ -38,8 +38,8 @@ void encode_id(const uint8_t in[id_bytes], char out[id_chars]) noexcept
     size_t o = 0;
     size_t i = 0;
     for (; i + 3 <= id_bytes; i += 3) {
-        uint32_t v = uint32_t{in[i]} << 16 | uint32_t{in[i + 1]} << 8 |
-                     uint32_t{in[i + 2]};
+        uint32_t v = uint32_t{in[i]} << 16 | uint32_t{in[i + 1]} << 8
+                     | uint32_t{in[i + 2]};
         out[o++] = alphabet[v >> 18 & 0x3F];
         out[o++] = alphabet[v >> 12 & 0x3F];
         out[o++] = alphabet[v >> 6 & 0x3F];

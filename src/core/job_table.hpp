@@ -49,13 +49,13 @@ std::string_view job_reason_name(job_reason r) noexcept;
 
 struct job_record {
     uint8_t id[id_bytes];
-    uint32_t next;       // hash chain, or the free list
-    uint32_t owner;      // process slot of the worker that runs it
+    uint32_t next;  // hash chain, or the free list
+    uint32_t owner; // process slot of the worker that runs it
     int64_t owner_pid;
     uint64_t created_ms; // wall clock, ms; 0: not yet
     uint64_t started_ms;
     uint64_t finished_ms;
-    uint64_t expires_ms; // finished_ms + ttl
+    uint64_t expires_ms;    // finished_ms + ttl
     uint64_t result_offset; // where the caller stored the result; 0: none
     uint64_t watchers;      // bit (slot % 64) of workers with waiters
     uint32_t result_bytes;  // accounted size of the stored result
@@ -83,7 +83,7 @@ struct job_table {
     uint32_t used;
     uint32_t free_head;
     uint64_t stored_bytes;
-    uint64_t changes; // bumped by every final transition and removal
+    uint64_t changes;           // bumped by every final transition and removal
     uint32_t count[job_states]; // records by state
     uint32_t pad;
     job_counters counters;

@@ -65,8 +65,8 @@ bool is_json_media_type(std::string_view ct) noexcept
         return true;
     }
     constexpr std::string_view suffix = "+json";
-    return subtype.size() > suffix.size() &&
-           iequals(subtype.substr(subtype.size() - suffix.size()), suffix);
+    return subtype.size() > suffix.size()
+           && iequals(subtype.substr(subtype.size() - suffix.size()), suffix);
 }
 
 bool is_valid_json(const char *data, size_t len, size_t readable) noexcept
@@ -82,8 +82,8 @@ bool is_valid_json(const char *data, size_t len, size_t readable) noexcept
 body_kind classify_body(const char *data, size_t len,
                         std::string_view content_type, size_t readable) noexcept
 {
-    if (len == 0 || !is_json_media_type(content_type) ||
-        !is_valid_json(data, len, readable)) {
+    if (len == 0 || !is_json_media_type(content_type)
+        || !is_valid_json(data, len, readable)) {
         return body_kind::text;
     }
     return body_kind::json;

@@ -116,7 +116,8 @@ inline bool word_is_plain(uint64_t w) noexcept
 // Walks s once, handing the output to out: copy(piece, len) for bytes that
 // pass through, short_escape(e), unicode_escape(c), replacement(). Length
 // and escaping share this walk, so they cannot disagree.
-template <class Out> void escape_walk(std::string_view s, Out &out) noexcept
+template <class Out>
+void escape_walk(std::string_view s, Out &out) noexcept
 {
     const auto *p = reinterpret_cast<const unsigned char *>(s.data());
     size_t n = s.size();

@@ -102,8 +102,8 @@ std::optional<uint64_t> parse_duration_ms(std::string_view s) noexcept
         }
         size_t found = n_time_units;
         for (size_t i = 0; i < n_time_units; ++i) {
-            if (s.substr(pos, time_units[i].name.size()) ==
-                time_units[i].name) {
+            if (s.substr(pos, time_units[i].name.size())
+                == time_units[i].name) {
                 found = i;
                 break;
             }
@@ -181,8 +181,8 @@ std::optional<uint64_t> parse_count(std::string_view s) noexcept
 std::optional<std::string_view> parse_key_value(std::string_view arg,
                                                 std::string_view key) noexcept
 {
-    if (key.empty() || arg.size() <= key.size() ||
-        arg.substr(0, key.size()) != key || arg[key.size()] != '=') {
+    if (key.empty() || arg.size() <= key.size()
+        || arg.substr(0, key.size()) != key || arg[key.size()] != '=') {
         return std::nullopt;
     }
     return arg.substr(key.size() + 1);

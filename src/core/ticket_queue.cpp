@@ -129,8 +129,8 @@ uint32_t ticket_queue_capacity_for(size_t bytes)
     return n >= no_node ? no_node - 1 : static_cast<uint32_t>(n);
 }
 
-void ticket_queue_init(ticket_queue *q, uint32_t capacity,
-                       uint32_t max_active, uint32_t length)
+void ticket_queue_init(ticket_queue *q, uint32_t capacity, uint32_t max_active,
+                       uint32_t length)
 {
     *q = ticket_queue{};
     q->max_active = max_active;
@@ -265,8 +265,7 @@ uint32_t ticket_queue_claim(ticket_queue *q, uint32_t owner, int64_t pid,
     return reclaimed;
 }
 
-uint32_t ticket_queue_reap(ticket_queue *q, pid_alive_fn alive,
-                           wake_set *wake)
+uint32_t ticket_queue_reap(ticket_queue *q, pid_alive_fn alive, wake_set *wake)
 {
     uint32_t reclaimed = 0;
     for (uint32_t i = 0; i < max_queue_owners; i++) {

@@ -88,8 +88,8 @@ size_t ticket_queue_bytes(uint32_t capacity);
 // Largest capacity that fits in bytes (0 if not even the header fits).
 uint32_t ticket_queue_capacity_for(size_t bytes);
 
-void ticket_queue_init(ticket_queue *q, uint32_t capacity,
-                       uint32_t max_active, uint32_t length);
+void ticket_queue_init(ticket_queue *q, uint32_t capacity, uint32_t max_active,
+                       uint32_t length);
 
 // Applies new limits (reload); a larger max_active may admit waiters.
 void ticket_queue_set_limits(ticket_queue *q, uint32_t max_active,
@@ -121,7 +121,6 @@ uint32_t ticket_queue_claim(ticket_queue *q, uint32_t owner, int64_t pid,
 
 // Gives back everything held by owner slots whose process is gone.
 using pid_alive_fn = bool (*)(int64_t pid);
-uint32_t ticket_queue_reap(ticket_queue *q, pid_alive_fn alive,
-                           wake_set *wake);
+uint32_t ticket_queue_reap(ticket_queue *q, pid_alive_fn alive, wake_set *wake);
 
 } // namespace async

@@ -34,8 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (a != b) {
         std::abort();
     }
-    if (a == async::body_kind::json &&
-        (len == 0 || !async::is_json_media_type(ct))) {
+    if (a == async::body_kind::json
+        && (len == 0 || !async::is_json_media_type(ct))) {
         std::abort();
     }
     std::free(exact);

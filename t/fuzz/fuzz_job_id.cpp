@@ -30,13 +30,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size >= id_bytes) {
         uint8_t back[id_bytes];
         encode_id(data, text);
-        if (!decode_id({text, id_chars}, back) ||
-            std::memcmp(back, data, id_bytes) != 0 || !ct_equal(back, data)) {
+        if (!decode_id({text, id_chars}, back)
+            || std::memcmp(back, data, id_bytes) != 0
+            || !ct_equal(back, data)) {
             std::abort();
         }
-        if (size >= 2 * id_bytes &&
-            ct_equal(data, data + id_bytes) !=
-                (std::memcmp(data, data + id_bytes, id_bytes) == 0)) {
+        if (size >= 2 * id_bytes
+            && ct_equal(data, data + id_bytes)
+                   != (std::memcmp(data, data + id_bytes, id_bytes) == 0)) {
             std::abort();
         }
     }

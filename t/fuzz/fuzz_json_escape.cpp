@@ -36,8 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     // too small by one: nothing may be written
     if (predicted > 0) {
         std::memset(out, 0, predicted + 2);
-        if (async::json_escape(in, out, predicted - 1) != predicted ||
-            out[0] != 0) {
+        if (async::json_escape(in, out, predicted - 1) != predicted
+            || out[0] != 0) {
             std::abort();
         }
     }

@@ -35,8 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     auto count = parse_count(s);
     __int128 ref = reference_count(s);
-    if (count.has_value() != (ref >= 0) ||
-        (count && static_cast<__int128>(*count) != ref)) {
+    if (count.has_value() != (ref >= 0)
+        || (count && static_cast<__int128>(*count) != ref)) {
         std::abort();
     }
 
@@ -59,8 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             want = ref;
         }
-        if (size_v.has_value() != (want >= 0) ||
-            (size_v && static_cast<__int128>(*size_v) != want)) {
+        if (size_v.has_value() != (want >= 0)
+            || (size_v && static_cast<__int128>(*size_v) != want)) {
             std::abort();
         }
     }

@@ -31,8 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     // a later header cannot undo what an earlier one set
     prefer_state again = acc;
     prefer_feed(again, "wait=1, respond-async", cap);
-    if (!again.respond_async || !again.has_wait ||
-        (acc.has_wait && again.wait_s != acc.wait_s)) {
+    if (!again.respond_async || !again.has_wait
+        || (acc.has_wait && again.wait_s != acc.wait_s)) {
         std::abort();
     }
     return 0;

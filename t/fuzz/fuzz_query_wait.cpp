@@ -31,8 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             n = n > max ? n : n * 10 + static_cast<uint64_t>(c - '0');
         }
-        if ((w.status == wait_status::ok) != (n <= max) ||
-            (w.status == wait_status::ok && n != w.seconds)) {
+        if ((w.status == wait_status::ok) != (n <= max)
+            || (w.status == wait_status::ok && n != w.seconds)) {
             std::abort();
         }
     }

@@ -11,9 +11,9 @@ static void test_tchar_accepts_exactly_the_token_set(void **)
     constexpr std::string_view extra = "!#$%&'*+-.^_`|~";
     for (unsigned c = 0; c < 256; ++c) {
         char ch = static_cast<char>(c);
-        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') ||
-                    (c != 0 && extra.find(ch) != std::string_view::npos);
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                    || (c >= '0' && c <= '9')
+                    || (c != 0 && extra.find(ch) != std::string_view::npos);
         if (is_tchar(ch) != want) {
             fail_msg("byte %02x", c);
         }

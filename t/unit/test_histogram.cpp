@@ -14,8 +14,8 @@ static void test_histogram_is_shared_memory_friendly(void **)
     static_assert(std::is_trivially_copyable_v<histogram>);
     static_assert(std::is_trivially_copyable_v<histogram_cumulative>);
     static_assert(std::is_trivially_default_constructible_v<histogram>);
-    static_assert(sizeof(histogram) ==
-                  (histogram_buckets + 1) * sizeof(uint64_t));
+    static_assert(sizeof(histogram)
+                  == (histogram_buckets + 1) * sizeof(uint64_t));
     histogram h{};
     assert_int_equal(histogram_count(h), 0);
     assert_int_equal(h.sum_ms, 0);

@@ -112,8 +112,8 @@ static void test_states_move_forward_only(void **)
     assert_false(job_table_start(t, i, 21));
     assert_int_equal(t->records()[i].started_ms, 20);
     assert_int_equal(count(t, job_state::running), 1);
-    assert_false(job_table_finish(t, i, job_state::running, job_reason::none,
-                                  0, 30, ttl));
+    assert_false(job_table_finish(t, i, job_state::running, job_reason::none, 0,
+                                  30, ttl));
     assert_true(job_table_finish(t, i, job_state::completed, job_reason::none,
                                  201, 30, ttl));
     assert_false(job_table_finish(t, i, job_state::cancelled,
@@ -212,8 +212,8 @@ static void test_lost_owner_fails_only_its_unfinished_jobs(void **)
     job_table_start(t, mine_running, 11);
     make_id(id, 3);
     uint32_t mine_done = job_table_insert(t, id, 2, 500, 10);
-    job_table_finish(t, mine_done, job_state::completed, job_reason::none,
-                     200, 12, ttl);
+    job_table_finish(t, mine_done, job_state::completed, job_reason::none, 200,
+                     12, ttl);
     make_id(id, 4);
     uint32_t other = job_table_insert(t, id, 3, 600, 10);
     make_id(id, 5);

@@ -87,8 +87,8 @@ static void test_media_type_rejects_non_json(void **)
 static void test_body_json_when_type_and_syntax_agree(void **)
 {
     assert_true(classify("{\"a\":1}", "application/json") == body_kind::json);
-    assert_true(classify("[1,2,3]", "application/vnd.x+json") ==
-                body_kind::json);
+    assert_true(classify("[1,2,3]", "application/vnd.x+json")
+                == body_kind::json);
     assert_true(classify(" \"str\" \n", "application/json") == body_kind::json);
     assert_true(classify("42", "application/json") == body_kind::json);
     assert_true(classify("null", "application/json") == body_kind::json);
@@ -118,11 +118,11 @@ static void test_body_text_when_json_is_invalid(void **)
 static void test_body_empty_is_never_json(void **)
 {
     assert_true(classify_body("", 0, "application/json") == body_kind::text);
-    assert_true(classify_body(nullptr, 0, "application/json") ==
-                body_kind::text);
+    assert_true(classify_body(nullptr, 0, "application/json")
+                == body_kind::text);
     char padded[128] = {};
-    assert_true(classify_body(padded, 0, "application/json", sizeof(padded)) ==
-                body_kind::text);
+    assert_true(classify_body(padded, 0, "application/json", sizeof(padded))
+                == body_kind::text);
 }
 
 static void test_body_embedded_nul_is_invalid(void **)
@@ -138,8 +138,8 @@ static void test_body_deep_nesting_is_text(void **)
         deep[i] = '[';
         deep[4095 - i] = ']';
     }
-    assert_true(classify({deep, sizeof(deep)}, "application/json") ==
-                body_kind::text);
+    assert_true(classify({deep, sizeof(deep)}, "application/json")
+                == body_kind::text);
 }
 
 static void test_padded_input_validated_in_place(void **)
@@ -150,12 +150,12 @@ static void test_padded_input_validated_in_place(void **)
     static_assert(sizeof(buf) - (sizeof(json) - 1) >= padding_needed());
     std::memcpy(buf, json, len);
     std::memset(buf + len, 'x', sizeof(buf) - len); // padding content
-    assert_true(classify_body(buf, len, "application/json", sizeof(buf)) ==
-                body_kind::json);
+    assert_true(classify_body(buf, len, "application/json", sizeof(buf))
+                == body_kind::json);
     // garbage in the padding must not matter, a truncated length must
     buf[len] = '}';
-    assert_true(classify_body(buf, len - 1, "application/json", sizeof(buf)) ==
-                body_kind::text);
+    assert_true(classify_body(buf, len - 1, "application/json", sizeof(buf))
+                == body_kind::text);
 }
 
 static void test_unpadded_input_is_copied(void **)

@@ -50,8 +50,8 @@ static void test_duration_combinations(void **)
     expect_ms("1h30m", 5400000);
     expect_ms("1d2h3m4s5ms", 93784005);
     expect_ms("1s500ms", 1500);
-    expect_ms("1y1M1w1d1h1m1s1ms", 31536000000ULL + 2592000000ULL + 604800000 +
-                                       86400000 + 3600000 + 60000 + 1000 + 1);
+    expect_ms("1y1M1w1d1h1m1s1ms", 31536000000ULL + 2592000000ULL + 604800000
+                                       + 86400000 + 3600000 + 60000 + 1000 + 1);
 }
 
 static void test_duration_trailing_number_is_seconds(void **)

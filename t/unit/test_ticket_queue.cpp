@@ -18,9 +18,8 @@ namespace {
 
 ticket_queue *make_queue(uint32_t capacity, uint32_t active, uint32_t length)
 {
-    void *mem = std::aligned_alloc(alignof(ticket_queue),
-                                   (ticket_queue_bytes(capacity) + 63) / 64
-                                       * 64);
+    void *mem = std::aligned_alloc(
+        alignof(ticket_queue), (ticket_queue_bytes(capacity) + 63) / 64 * 64);
     auto *q = static_cast<ticket_queue *>(mem);
     ticket_queue_init(q, capacity, active, length);
     return q;
@@ -210,7 +209,7 @@ void test_respawned_worker_reclaims_dead_predecessor(void **)
     uint32_t n = no_node;
     assert_true(ticket_queue_enter(q, 0, 0, &n) == admission::passed);
     assert_true(ticket_queue_enter(q, 0, 0, &n) == admission::passed);
-    park(q, 0, 0);      // worker 0's waiter
+    park(q, 0, 0);                  // worker 0's waiter
     uint32_t other = park(q, 1, 0); // worker 1's waiter
 
     // worker 0 (pid 100) dies; its successor in slot 0 is pid 101
@@ -240,7 +239,10 @@ void test_claim_by_same_pid_keeps_holdings(void **)
     std::free(q);
 }
 
-bool only_pid_200_alive(int64_t pid) { return pid == 200; }
+bool only_pid_200_alive(int64_t pid)
+{
+    return pid == 200;
+}
 
 void test_reap_gives_back_holdings_of_dead_processes(void **)
 {
@@ -277,8 +279,7 @@ void test_raising_max_active_admits_waiters(void **)
 
 void test_capacity_for_inverts_bytes(void **)
 {
-    assert_int_equal(ticket_queue_capacity_for(ticket_queue_bytes(1000)),
-                     1000);
+    assert_int_equal(ticket_queue_capacity_for(ticket_queue_bytes(1000)), 1000);
     assert_int_equal(ticket_queue_capacity_for(10), 0);
 }
 
@@ -319,6 +320,5 @@ int main()
         cmocka_unit_test(test_capacity_for_inverts_bytes),
         cmocka_unit_test(test_wake_set_overflow_is_flagged),
     };
-    return cmocka_run_group_tests_name("ticket_queue", tests, nullptr,
-                                       nullptr);
+    return cmocka_run_group_tests_name("ticket_queue", tests, nullptr, nullptr);
 }

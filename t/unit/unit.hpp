@@ -26,7 +26,8 @@ extern "C" {
     } while (0)
 
 // std::string_view from a byte array literal that may hold NUL bytes.
-template <size_t N> constexpr std::string_view bytes(const char (&s)[N])
+template <size_t N>
+constexpr std::string_view bytes(const char (&s)[N])
 {
     return {s, N - 1};
 }
