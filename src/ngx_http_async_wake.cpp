@@ -111,8 +111,7 @@ void ngx_http_async_wake_owners(ngx_slab_pool_t *shpool,
     ngx_pid_t pids[async::max_queue_owners];
     ngx_uint_t npids = 0;
     ngx_shmtx_lock(&shpool->mutex);
-    for (uint32_t i = 0; i < async::max_queue_owners; i++) {
-        const async::queue_owner &o = q->owners[i];
+    for (const async::queue_owner &o : q->owners) {
         if (o.granted.head != async::no_node && o.pid != 0) {
             pids[npids++] = static_cast<ngx_pid_t>(o.pid);
         }

@@ -32,8 +32,8 @@ void histogram_record(histogram &h, uint64_t ms) noexcept
 uint64_t histogram_count(const histogram &h) noexcept
 {
     uint64_t total = 0;
-    for (size_t i = 0; i < histogram_buckets; ++i) {
-        total += __atomic_load_n(&h.buckets[i], __ATOMIC_RELAXED);
+    for (const uint64_t &bucket : h.buckets) {
+        total += __atomic_load_n(&bucket, __ATOMIC_RELAXED);
     }
     return total;
 }

@@ -35,29 +35,30 @@ simdjson::dom::parser &json_parser() noexcept
 
 } // namespace
 
-bool is_json_media_type(std::string_view ct) noexcept
+bool is_json_media_type(std::string_view content_type) noexcept
 {
     size_t pos = 0;
-    while (pos < ct.size() && is_ows(ct[pos])) {
+    while (pos < content_type.size() && is_ows(content_type[pos])) {
         ++pos;
     }
     size_t type_start = pos;
-    pos = token_end(ct, pos);
-    std::string_view type = ct.substr(type_start, pos - type_start);
-    if (type.empty() || pos >= ct.size() || ct[pos] != '/') {
+    pos = token_end(content_type, pos);
+    std::string_view type = content_type.substr(type_start, pos - type_start);
+    if (type.empty() || pos >= content_type.size()
+        || content_type[pos] != '/') {
         return false;
     }
     size_t sub_start = ++pos;
-    pos = token_end(ct, pos);
-    std::string_view subtype = ct.substr(sub_start, pos - sub_start);
+    pos = token_end(content_type, pos);
+    std::string_view subtype = content_type.substr(sub_start, pos - sub_start);
     if (subtype.empty()) {
         return false;
     }
-    while (pos < ct.size() && is_ows(ct[pos])) {
+    while (pos < content_type.size() && is_ows(content_type[pos])) {
         ++pos;
     }
     // Parameters are not inspected: charset is irrelevant, JSON is UTF-8.
-    if (pos < ct.size() && ct[pos] != ';') {
+    if (pos < content_type.size() && content_type[pos] != ';') {
         return false;
     }
 

@@ -24,7 +24,8 @@ size_t utf8_sequence(const unsigned char *p, size_t n, bool &valid) noexcept
     if (c < 0x80) {
         valid = true;
         return 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
+    }
+    if (c >= 0xC2 && c <= 0xDF) {
         need = 1;
     } else if (c == 0xE0) {
         need = 2;
@@ -86,9 +87,9 @@ enum byte_class : unsigned char { plain, escaped, non_ascii };
 
 // One load per byte decides whether it passes through unchanged.
 constexpr struct byte_class_table {
-    byte_class of[256];
+    byte_class of[256]{};
 
-    constexpr byte_class_table() noexcept : of()
+    constexpr byte_class_table() noexcept
     {
         for (unsigned c = 0; c < 256; ++c) {
             of[c] = c >= 0x80                           ? non_ascii
@@ -171,9 +172,9 @@ void escape_walk(std::string_view s, Out &out) noexcept
 struct escape_counter {
     size_t total = 0;
 
-    void copy(const char *, size_t len) noexcept { total += len; }
-    void short_escape(char) noexcept { total += 2; }
-    void unicode_escape(unsigned char) noexcept { total += 6; }
+    void copy(const char * /* from */, size_t len) noexcept { total += len; }
+    void short_escape(char /* c */) noexcept { total += 2; }
+    void unicode_escape(unsigned char /* c */) noexcept { total += 6; }
     void replacement() noexcept { total += 3; }
 };
 
