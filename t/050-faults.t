@@ -1,6 +1,7 @@
 # Faults: workers killed under load, reloads every 200 ms under load,
-# backends that misbehave, clients that leave at every stage. Nothing may
-# crash, leak a queue slot, or answer 5xx beyond what the limits give.
+# backends that misbehave, clients that leave at every stage, and a soak of
+# mixed queued, fanned-out and job traffic. Nothing may crash, leak a queue
+# slot, leave a job unfinished, or answer 5xx beyond what the limits give.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -20,6 +21,7 @@ sub http_conf {
     return <<"EOF";
     async_queue_zone zone=q:1m active=$active length=200 timeout=20s;
     async_queue_zone zone=calls:1m active=6 length=200 timeout=20s;
+    async_job_zone zone=jobs:8m active=4 length=500 ttl=1m;
     proxy_connect_timeout 1s;
     proxy_read_timeout 1s;
     server {
@@ -34,6 +36,9 @@ sub http_conf {
             async_fetch c /call/c timeout=2s optional;
         }
         location /call/ { async_queue calls; echo_sleep 0.05; echo "call"; }
+        location /job { async_job jobs /jobwork; }
+        location /jobwork { internal; echo_sleep 0.1; echo "job done"; }
+        location /jobs/ { async_job_status jobs; }
         location /bad/reset { proxy_pass http://127.0.0.1:$bad{reset}; }
         location /bad/garbage { proxy_pass http://127.0.0.1:$bad{garbage}; }
         location /bad/half { proxy_pass http://127.0.0.1:$bad{half}; }
@@ -87,6 +92,28 @@ sub assert_idle {
         ok($z && $z->{active} == 0 && $z->{waiting} == 0,
             "$title: zone $zone idle") or diag explain $z;
     }
+    my $jobs;
+    my $deadline = time + 15;
+    while (time < $deadline) {
+        $jobs = ($ng->status // {})->{job_zones}{jobs};
+        last if $jobs && $jobs->{queued} + $jobs->{running} == 0;
+        sleep 0.1;
+    }
+    ok($jobs && $jobs->{queued} + $jobs->{running} == 0,
+        "$title: no job left queued or running") or diag explain $jobs;
+}
+
+# Job ids of 202 answers, polled until each is final.
+sub jobs_finish {
+    my ($title, @res) = @_;
+    my @ids = map { $_->{body} =~ /"id":"([A-Za-z0-9_-]{22})"/ ? $1 : () }
+        grep { $_->{status} == 202 } @res;
+    my %final;
+    for my $id (@ids) {
+        my $r = $ng->get("/jobs/$id?wait=10", timeout => 15);
+        $final{$1}++ if $r->{body} =~ /"status":"(\w+)"/;
+    }
+    return \%final;
 }
 
 sub no_crash {
@@ -95,9 +122,18 @@ sub no_crash {
     is(scalar @crash, 0, "$title: no crash or alert") or diag join "\n", @crash;
 }
 
+# Queued requests, fan-outs and job submissions, in turn.
 sub mixed_load {
     my ($n) = @_;
-    return [ map { { path => $_ % 2 ? "/q?i=$_" : "/f?i=$_" } } 1 .. $n ];
+    return [ map {
+        $_ % 3 == 0 ? { method => 'POST', path => "/job?i=$_", body => "x$_" }
+        : $_ % 3 == 1 ? { path => "/q?i=$_" } : { path => "/f?i=$_" }
+    } 1 .. $n ];
+}
+
+sub expected_status {
+    my ($r) = @_;
+    return $r->{status} == 200 || $r->{status} == 202;
 }
 
 subtest 'SIGKILL of a worker under load, three times' => sub {
@@ -111,7 +147,7 @@ subtest 'SIGKILL of a worker under load, three times' => sub {
         }
         my @res = $ng->parallel(mixed_load(30), gap => 0.01, timeout => 20);
         waitpid $pid, 0;
-        my @bad = grep { $_->{status} != 200 && $_->{status} != 0 } @res;
+        my @bad = grep { !expected_status($_) && $_->{status} != 0 } @res;
         is(scalar @bad, 0, "round $round: only the killed worker's clients lost")
             or diag explain [map { $_->{status} } @res];
         is(scalar($ng->wait_workers(2, 5)), 2, "round $round: worker respawned");
@@ -140,9 +176,13 @@ subtest 'reload every 200 ms under load' => sub {
     }
     waitpid $pid, 0;
     ok(@all >= 20, scalar(@all) . ' requests during the reloads');
-    my @bad = grep { $_->{status} != 200 } @all;
-    is(scalar @bad, 0, 'every request answered 200 across the reloads')
+    my @bad = grep { !expected_status($_) } @all;
+    is(scalar @bad, 0, 'every request answered 200/202 across the reloads')
         or diag explain [map { $_->{status} } @bad];
+    my $final = jobs_finish('reloads', @all);
+    ok(($final->{completed} // 0) > 0, 'jobs submitted across the reloads complete');
+    is(scalar(grep { $_ ne 'completed' } keys %$final), 0,
+        'and none ends otherwise') or diag explain $final;
     no_crash('reloads');
     assert_idle('reloads');
 };
@@ -164,9 +204,16 @@ subtest 'misbehaving backends behind a fan-out' => sub {
 };
 
 subtest 'clients leaving at every stage' => sub {
+    # a job that runs long enough to be long-polled
+    my $job = $ng->request('POST', '/job?poll=1', body => 'p');
+    my ($id) = $job->{body} =~ /"id":"([A-Za-z0-9_-]{22})"/;
+    ok($id, 'a job to long-poll');
     my @res = $ng->parallel([
         (map { { path => "/q?leave=$_", close_after => 0.05 * $_ } } 1 .. 10),
         (map { { path => "/f?leave=$_", close_after => 0.02 * $_ } } 1 .. 10),
+        (map { { method => 'POST', path => "/job?leave=$_", body => 'b',
+                 close_after => 0.001 * $_ } } 1 .. 5),
+        (map { { path => "/jobs/$id?wait=5", close_after => 0.01 * $_ } } 1 .. 5),
         { path => '/fbad?leave=1', close_after => 0.3 },
     ], timeout => 5);
     ok(scalar(grep { $_->{aborted} } @res) >= 5, 'clients left early');
@@ -178,11 +225,14 @@ subtest 'soak: mixed load, flat memory, counters back to zero' => sub {
     my $secs = $ENV{ASYNC_SOAK_SECONDS} || 40;
     my $warm = time + 5;
     my $deadline = time + $secs;
-    my ($rss_start, @statuses, $n);
+    my ($rss_start, @statuses, @soak_jobs, $n);
     while (time < $deadline && $n++ < 100000) {
-        push @statuses, map { $_->{status} } $ng->parallel(
+        my @res = $ng->parallel(
             [ @{ mixed_load(16) }, { path => '/f?soak', close_after => 0.03 } ],
             timeout => 20);
+        push @statuses, map { $_->{status} } @res;
+        push @soak_jobs, map { $_->{body} =~ /"id":"([A-Za-z0-9_-]{22})"/ ? $1 : () }
+            grep { $_->{status} == 202 } @res;
         if (!$rss_start && time > $warm) {
             $rss_start = worker_rss();
         }
@@ -191,7 +241,8 @@ subtest 'soak: mixed load, flat memory, counters back to zero' => sub {
     my %count;
     $count{$_}++ for @statuses;
     ok(($count{200} // 0) > 200, "served $count{200} requests");
-    is(scalar(grep { $_ != 200 && $_ != 0 } @statuses), 0,
+    ok(($count{202} // 0) > 50, "accepted $count{202} jobs");
+    is(scalar(grep { $_ != 200 && $_ != 202 && $_ != 0 } @statuses), 0,
         'no error status') or diag explain \%count;
     my $growth = $rss_end - $rss_start;
     SKIP: {
@@ -201,6 +252,12 @@ subtest 'soak: mixed load, flat memory, counters back to zero' => sub {
             "worker RSS grew by $growth KB after warm-up (bound 2 MB)");
     }
     assert_idle('soak');
+    my %states;
+    for my $id (@soak_jobs[-20 .. -1]) {
+        my $r = $ng->get("/jobs/$id");
+        $states{$1}++ if $r->{body} =~ /"status":"(\w+)"/;
+    }
+    is_deeply(\%states, { completed => 20 }, 'the last 20 jobs completed');
     no_crash('soak');
 };
 
