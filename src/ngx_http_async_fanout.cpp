@@ -8,8 +8,6 @@
 #include "core/json_body.hpp"
 #include "core/parse.hpp"
 
-ngx_http_async_fanout_stats_t ngx_http_async_fanout_stats;
-
 static ngx_int_t ngx_http_async_fanout_handler(ngx_http_request_t *r);
 static void ngx_http_async_fanout_start(ngx_http_request_t *r);
 static void ngx_http_async_fanout_wake(ngx_http_request_t *r);
@@ -168,12 +166,9 @@ static void ngx_http_async_fanout_resolve(ngx_http_async_call_t *call,
     }
     call->seq = ++fo->resolved;
     if (state == call_state::failed) {
-        ngx_http_async_fanout_stats.failed_calls++;
         if (reason == fanout_reason::timeout) {
-            ngx_http_async_fanout_stats.timeouts++;
             ngx_http_async_stats_bump(fanout_stat::timed_out_calls);
         } else if (reason == fanout_reason::cancelled) {
-            ngx_http_async_fanout_stats.cancelled++;
             ngx_http_async_stats_bump(fanout_stat::cancelled_calls);
         }
     }
@@ -292,7 +287,6 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
     fo->start_msec = tp->msec;
     fo->unresolved = fo->ncalls;
     fo->launched = ngx_current_msec;
-    ngx_http_async_fanout_stats.fanouts++;
     ngx_http_async_stats_bump(fanout_stat::started);
 
     r->write_event_handler = ngx_http_async_fanout_wake;
@@ -317,7 +311,6 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
                             : alcf->fetch_timeout;
         ngx_http_async_fanout_init_timer(
             &call->hedge_timer, ngx_http_async_fanout_hedge, call, c->log);
-        ngx_http_async_fanout_stats.calls++;
 
         if (ngx_http_async_fanout_launch(fo, call) != NGX_OK) {
             ngx_http_async_fanout_resolve(call, call_state::failed,
@@ -392,7 +385,6 @@ static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo)
                        && a->status < NGX_HTTP_SPECIAL_RESPONSE) {
                 call->winner = a;
                 if (k == 1) {
-                    ngx_http_async_fanout_stats.hedge_wins++;
                     ngx_http_async_stats_bump(fanout_stat::hedge_wins);
                 }
                 break;
@@ -496,7 +488,6 @@ static void ngx_http_async_fanout_hedge(ngx_event_t *ev)
     if (call->state == call_state::running && call->nattempts == 1
         && !call->attempts[0].finished) {
         if (ngx_http_async_fanout_launch(fo, call) == NGX_OK) {
-            ngx_http_async_fanout_stats.hedged++;
             ngx_http_async_stats_bump(fanout_stat::hedged_calls);
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                            "async_fetch \"%V\": hedged", &call->conf->name);

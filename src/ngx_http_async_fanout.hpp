@@ -93,19 +93,6 @@ struct ngx_http_async_fanout_t {
     bool finished;  // the last buffer went out, or the request ended
 };
 
-// Per-worker counters, for the status page.
-struct ngx_http_async_fanout_stats_t {
-    ngx_atomic_uint_t fanouts;
-    ngx_atomic_uint_t calls;
-    ngx_atomic_uint_t failed_calls;
-    ngx_atomic_uint_t timeouts;
-    ngx_atomic_uint_t cancelled;
-    ngx_atomic_uint_t hedged;
-    ngx_atomic_uint_t hedge_wins;
-};
-
-extern ngx_http_async_fanout_stats_t ngx_http_async_fanout_stats;
-
 // state machine (ngx_http_async_fanout.cpp)
 ngx_http_async_fanout_t *ngx_http_async_fanout_of(ngx_http_request_t *r);
 ngx_http_async_attempt_t *
