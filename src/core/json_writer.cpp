@@ -235,24 +235,13 @@ size_t json_escape(std::string_view s, char *out, size_t cap) noexcept
 }
 
 json_writer::json_writer(char *buf, size_t capacity) noexcept
-    : buf_(buf), cap_(buf == nullptr ? 0 : capacity)
+    : out_(buf, capacity)
 {
 }
 
 bool json_writer::append(std::string_view s) noexcept
 {
-    if (!ok()) {
-        return false;
-    }
-    if (s.size() > cap_ - len_) {
-        overflow_ = true;
-        return false;
-    }
-    if (!s.empty()) {
-        std::memcpy(buf_ + len_, s.data(), s.size());
-        len_ += s.size();
-    }
-    return true;
+    return !misuse_ && out_.append(s);
 }
 
 bool json_writer::append_quoted(std::string_view s) noexcept
@@ -261,13 +250,14 @@ bool json_writer::append_quoted(std::string_view s) noexcept
         return false;
     }
     size_t need = json_escaped_length(s);
-    if (cap_ - len_ < 2 || need > cap_ - len_ - 2) {
-        overflow_ = true;
+    // a need + 2 that wraps is more than any buffer holds: refuse it as such
+    char *out = out_.claim(need > SIZE_MAX - 2 ? SIZE_MAX : need + 2);
+    if (out == nullptr) {
         return false;
     }
-    buf_[len_++] = '"';
-    len_ += escape_into(s, buf_ + len_);
-    buf_[len_++] = '"';
+    out[0] = '"';
+    escape_into(s, out + 1);
+    out[need + 1] = '"';
     return true;
 }
 

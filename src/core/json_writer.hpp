@@ -2,6 +2,8 @@
 // any byte sequence into a valid JSON string.
 #pragma once
 
+#include "core/bounded_buffer.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -50,14 +52,14 @@ class json_writer {
     // Already valid JSON value, copied verbatim; empty counts as misuse.
     void raw(std::string_view json) noexcept;
 
-    size_t length() const noexcept { return len_; }
-    size_t capacity() const noexcept { return cap_; }
-    const char *data() const noexcept { return buf_; }
-    std::string_view view() const noexcept { return {buf_, len_}; }
+    size_t length() const noexcept { return out_.length(); }
+    size_t capacity() const noexcept { return out_.capacity(); }
+    const char *data() const noexcept { return out_.data(); }
+    std::string_view view() const noexcept { return out_.view(); }
 
-    bool overflowed() const noexcept { return overflow_; }
+    bool overflowed() const noexcept { return out_.overflowed(); }
     bool misused() const noexcept { return misuse_; }
-    bool ok() const noexcept { return !overflow_ && !misuse_; }
+    bool ok() const noexcept { return !out_.overflowed() && !misuse_; }
     // One complete top-level value written without any failure.
     bool complete() const noexcept { return ok() && depth_ == 0 && done_; }
 
@@ -74,15 +76,12 @@ class json_writer {
         return depth_ > 0 && (object_bits_ >> (depth_ - 1) & 1) != 0;
     }
 
-    char *buf_;
-    size_t cap_;
-    size_t len_ = 0;
+    bounded_buffer out_;
     uint64_t object_bits_ = 0;   // level i is an object (else an array)
     uint64_t nonempty_bits_ = 0; // level i already holds an element
     unsigned depth_ = 0;
     bool after_key_ = false;
     bool done_ = false;
-    bool overflow_ = false;
     bool misuse_ = false;
 };
 

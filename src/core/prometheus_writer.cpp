@@ -159,24 +159,13 @@ bool prometheus_label_name_valid(std::string_view name) noexcept
 }
 
 prometheus_writer::prometheus_writer(char *buf, size_t capacity) noexcept
-    : buf_(buf), cap_(buf == nullptr ? 0 : capacity)
+    : out_(buf, capacity)
 {
 }
 
 bool prometheus_writer::append(std::string_view s) noexcept
 {
-    if (!ok()) {
-        return false;
-    }
-    if (s.size() > cap_ - len_) {
-        overflow_ = true;
-        return false;
-    }
-    if (!s.empty()) {
-        std::memcpy(buf_ + len_, s.data(), s.size());
-        len_ += s.size();
-    }
-    return true;
+    return !misuse_ && out_.append(s);
 }
 
 // Label values escape '\\', '"' and newline; HELP text '\\' and newline.

@@ -2,6 +2,7 @@
 // the content negotiation that picks it.
 #pragma once
 
+#include "core/bounded_buffer.hpp"
 #include "core/histogram.hpp"
 
 #include <cstddef>
@@ -56,11 +57,11 @@ class prometheus_writer {
     void histogram_seconds(metric_labels labels,
                            const histogram_cumulative &h) noexcept;
 
-    size_t length() const noexcept { return len_; }
-    std::string_view view() const noexcept { return {buf_, len_}; }
-    bool overflowed() const noexcept { return overflow_; }
+    size_t length() const noexcept { return out_.length(); }
+    std::string_view view() const noexcept { return out_.view(); }
+    bool overflowed() const noexcept { return out_.overflowed(); }
     bool misused() const noexcept { return misuse_; }
-    bool ok() const noexcept { return !overflow_ && !misuse_; }
+    bool ok() const noexcept { return !out_.overflowed() && !misuse_; }
 
   private:
     bool sample_name_ok(std::string_view name) const noexcept;
@@ -70,12 +71,9 @@ class prometheus_writer {
     bool append_escaped(std::string_view s, bool quotes) noexcept;
     bool append_u64(uint64_t v) noexcept;
 
-    char *buf_;
-    size_t cap_;
-    size_t len_ = 0;
+    bounded_buffer out_;
     std::string_view family_;
     metric_type type_ = metric_type::gauge;
-    bool overflow_ = false;
     bool misuse_ = false;
 };
 
