@@ -5,6 +5,17 @@ package AsyncNginx;
 # It starts the stock nginx (TEST_NGINX_BINARY) with the modules named in
 # TEST_NGINX_LOAD_MODULES, in a server root of its own, on loopback only.
 # Every wait is bounded in count and time.
+#
+# Valgrind: with TEST_NGINX_USE_VALGRIND set (as by `./build.sh test
+# valgrind`) nginx runs under valgrind, the way the bundled
+# Test::Nginx::Socket runs it: a non-numeric value is valgrind's option
+# string; a number means memcheck with full leak checking and the
+# suppressions of TEST_NGINX_VALGRIND_SUPP, else t/valgrind.suppress.
+# Every process writes logs/valgrind.<pid>.log (workers are forks of the
+# master, which valgrind follows); `stop` reads them once nginx has exited
+# and fails the test file on any report (valgrind_errors).  The harness's
+# own waits for start, reload and stop are much longer then; slow() tells
+# suites that their pure timing assertions do not hold.
 
 use strict;
 use warnings;
@@ -18,6 +29,43 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 
 my @started;
+
+# valgrind's options, or () when not running under valgrind.
+sub valgrind_options {
+    my $v = $ENV{TEST_NGINX_USE_VALGRIND};
+    return () unless $v;
+    my @opts;
+    if ($v =~ /^\d+$/) {
+        @opts = qw(--num-callers=100 -q --tool=memcheck --leak-check=full
+                   --show-possibly-lost=no --gen-suppressions=all);
+        my $supp = valgrind_suppressions();
+        push @opts, "--suppressions=$supp" if $supp;
+    } else {
+        @opts = ('-q', split ' ', $v);
+    }
+    return @opts;
+}
+
+sub valgrind_suppressions {
+    my $env = $ENV{TEST_NGINX_VALGRIND_SUPP};
+    if (defined $env && $env ne '') {
+        return abs_path($env) if -f $env;
+        warn "WARNING: TEST_NGINX_VALGRIND_SUPP file $env not found\n";
+    }
+    for my $f ('t/valgrind.suppress', 'valgrind.suppress') {
+        return abs_path($f) if -f $f;
+    }
+    return undef;
+}
+
+sub valgrind { return scalar(valgrind_options()) > 0 }
+
+# True when nginx runs many times slower than usual (valgrind, sanitizers):
+# suites use it only to skip or widen pure timing assertions.
+sub slow { return valgrind() || !!$ENV{ASYNC_SANITIZER} }
+
+# How much longer the harness waits for nginx itself under valgrind.
+sub wait_factor { return valgrind() ? 20 : 1 }
 
 sub new {
     my ($class, %args) = @_;
@@ -104,12 +152,18 @@ sub start {
     die "port $self->{port} is already in use by another server\n"
         if $self->wait_port(0.01);
     $self->write_config;
-    my $out = `@{[binary()]} -p $self->{root} -c conf/nginx.conf 2>&1`;
-    die "nginx failed to start: $out" if $? != 0;
-    $self->{pid} = $self->read_pid(5) or die "no nginx pid file";
+    my @cmd = (binary(), '-p', $self->{root}, '-c', 'conf/nginx.conf');
+    my @vg = valgrind_options();
+    unshift @cmd, 'valgrind', @vg,
+        "--log-file=$self->{root}/logs/valgrind.%p.log" if @vg;
+    $self->{retired} = {};
+    my $out = `@cmd 2>&1`;
+    die "nginx failed to start (@cmd): $out" if $? != 0;
+    my $f = wait_factor();
+    $self->{pid} = $self->read_pid(5 * $f) or die "no nginx pid file";
     $self->{owner} = $$;
     push @started, $self;
-    $self->wait_port(5) or die "nginx does not listen on $self->{port}";
+    $self->wait_port(5 * $f) or die "nginx does not listen on $self->{port}";
     $self->wait_workers($self->{workers}, 5);
     return $self;
 }
@@ -139,15 +193,22 @@ sub wait_port {
     return 0;
 }
 
-# Worker pids: the master's children that are not shutting down.
+# Worker pids: the master's children that are not shutting down.  Under
+# valgrind /proc shows valgrind's command line, not nginx's process title:
+# every child counts then, except the workers a reload replaced.
 sub worker_pids {
     my ($self) = @_;
+    my $vg = valgrind();
     my @pids;
     for my $stat (glob '/proc/[0-9]*/stat') {
         open my $fh, '<', $stat or next;
         my $line = <$fh> // next;
         my ($pid, $ppid) = $line =~ /^(\d+) \(.*?\) \S (\d+)/ or next;
         next unless $ppid == $self->{pid};
+        if ($vg) {
+            push @pids, $pid unless $self->{retired}{$pid};
+            next;
+        }
         open my $cmd, '<', "/proc/$pid/cmdline" or next;
         my $title = <$cmd> // '';
         push @pids, $pid if $title =~ /worker process/
@@ -158,7 +219,7 @@ sub worker_pids {
 
 sub wait_workers {
     my ($self, $n, $timeout) = @_;
-    my $deadline = time + $timeout;
+    my $deadline = time + $timeout * wait_factor();
     while (time < $deadline) {
         my @pids = $self->worker_pids;
         return @pids if @pids == $n;
@@ -176,11 +237,12 @@ sub signal {
 sub reload {
     my ($self, %over) = @_;
     my @old = $self->worker_pids;
+    $self->{retired}{$_} = 1 for @old;
     $self->{http} = $over{http} if defined $over{http};
     $self->{workers} = $over{workers} if defined $over{workers};
     $self->write_config;
     $self->signal('HUP');
-    my $deadline = time + 10;
+    my $deadline = time + 10 * wait_factor();
     while (time < $deadline) {
         my %old = map { $_ => 1 } @old;
         my @new = grep { !$old{$_} } $self->worker_pids;
@@ -190,16 +252,65 @@ sub reload {
     return;
 }
 
+# Stops nginx (QUIT, then KILL after 10 s, 60 s under valgrind, whose
+# leak check at exit takes a while).  Under valgrind, a report in any
+# process's log then fails the test file.
 sub stop {
     my ($self) = @_;
     my $pid = $self->{pid} or return;
     kill 'QUIT', $pid;
-    my $deadline = time + 10;
+    my $grace = valgrind() ? 60 : 10;
+    my $deadline = time + $grace;
     while (time < $deadline && kill 0, $pid) {
         sleep 0.05;
     }
-    kill 'KILL', $pid if kill 0, $pid;
+    my $killed = kill 0, $pid;
+    kill 'KILL', $pid if $killed;
     $self->{pid} = undef;
+    return unless valgrind();
+
+    # the master has exited; its children may still be finishing the leak
+    # check of a worker it no longer waited for
+    $deadline = time + ($killed ? 5 : 30);
+    while (time < $deadline && $self->valgrind_busy) {
+        sleep 0.1;
+    }
+    require Test::More;
+    Test::More::fail("nginx ($self->{root}) did not stop within ${grace}s "
+        . "under valgrind; killed") if $killed;
+    my $report = $self->valgrind_errors;
+    if (length $report) {
+        Test::More::fail("valgrind reported errors ($self->{root}/logs/"
+            . "valgrind.*.log)");
+        Test::More::diag($report);
+    }
+}
+
+# Whether a process of this server root still runs under valgrind.
+sub valgrind_busy {
+    my ($self) = @_;
+    my $log = "--log-file=$self->{root}/logs/valgrind.";
+    for my $cmdline (glob '/proc/[0-9]*/cmdline') {
+        open my $fh, '<', $cmdline or next;
+        local $/;
+        my $args = <$fh> // next;
+        return 1 if index($args, "$log%p.log\0") >= 0;
+    }
+    return 0;
+}
+
+# Every valgrind report in logs/valgrind.*.log other than valgrind's own
+# "Warning:" lines, or '' when there is none.  The logs live in the server
+# root, which the next start wipes: read them after stop.
+sub valgrind_errors {
+    my ($self) = @_;
+    my $report = '';
+    for my $file (sort glob "$self->{root}/logs/valgrind.*.log") {
+        open my $fh, '<', $file or next;
+        my @real = grep { /\S/ && !/^==\d+==\s*(?:Warning:.*)?$/ } <$fh>;
+        $report .= "--- $file\n" . join('', @real) if @real;
+    }
+    return $report;
 }
 
 sub error_log {
@@ -351,7 +462,7 @@ sub status {
 # Polls the status until the zone is idle (active 0, waiting 0).
 sub wait_zone_idle {
     my ($self, $zone, $timeout) = @_;
-    my $deadline = time + ($timeout // 5);
+    my $deadline = time + ($timeout // 5) * wait_factor();
     my $z;
     while (time < $deadline) {
         my $st = $self->status or next;
