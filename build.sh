@@ -207,8 +207,10 @@ run_integration_tests() {
     if [ ${#suites[@]} -eq 0 ]; then
         suites=("$ROOT"/t/[0-9]*.t)
         # the runner's self-tests check the runner, not the module: they
-        # run once, in the plain mode
+        # run once, in the plain mode (007-valgrind cannot run through the
+        # asan wrapper, nor under valgrind itself)
         if [ -n "$inc" ] && [ -z "${ASYNC_SANITIZER:-}" ] \
+                && [ -z "${TEST_NGINX_USE_VALGRIND:-}" ] \
                 && compgen -G "$ROOT/t/selftest/*.t" >/dev/null; then
             suites+=("$ROOT"/t/selftest/*.t)
         fi
@@ -372,13 +374,8 @@ exec '$NGINX_BIN' "\$@"
 WRAPPER
     chmod +x "$wrapper"
     log "asan: $NGINX_BIN with $runtime preloaded"
-    # The runner's own selftests (t/selftest/) test perl, not the module,
-    # and 007-valgrind cannot run nginx under valgrind through the wrapper.
-    local suites=("$@")
-    [ ${#suites[@]} -gt 0 ] || suites=("$ROOT"/t/[0-9]*.t)
     local status=0
-    NGINX_BIN=$wrapper run_integration_tests "$MODULE_SO" "${suites[@]}" \
-        || status=$?
+    NGINX_BIN=$wrapper run_integration_tests "$MODULE_SO" "$@" || status=$?
 
     log "asan: scanning $reports"
     local found=0
@@ -422,21 +419,7 @@ cmd_test_valgrind() {
     export TEST_NGINX_TIMEOUT=${TEST_NGINX_TIMEOUT:-30}
     export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-1}
 
-    local suites=("$@") t
-    if [ ${#suites[@]} -eq 0 ]; then
-        for t in "$ROOT"/t/[0-9]*.t; do
-            case "$(basename "$t")" in
-                022-fanout-aggregate.t)
-                    # memcheck: simdjson's stage2 branches on the capture
-                    # buffer's uninitialised padding (classify_body from
-                    # ngx_http_async_fanout_json); run it by name to see
-                    log "valgrind: skipping $(basename "$t") (known report: simdjson reads the uninitialised padding of the capture buffer)"
-                    continue ;;
-            esac
-            suites+=("$t")
-        done
-    fi
-    run_integration_tests "$MODULE_SO" "${suites[@]}"
+    run_integration_tests "$MODULE_SO" "$@"
 }
 
 # --- fuzzing ------------------------------------------------------------------

@@ -104,6 +104,8 @@ static bool ngx_http_async_capture_append(ngx_http_request_t *r,
     }
     ngx_memcpy(a->body + a->len, p, n);
     a->len += n;
+    // simdjson reads the padding: it must hold defined bytes
+    ngx_memzero(a->body + a->len, async::padding_needed());
     return true;
 }
 
