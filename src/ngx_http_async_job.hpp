@@ -164,6 +164,22 @@ void ngx_http_async_job_run_attach(ngx_http_async_job_run_t *run,
 void ngx_http_async_job_run_post_start(ngx_http_async_job_run_t *run);
 void ngx_http_async_job_run_destroy(ngx_http_async_job_run_t *run);
 // Wake-up: granted slots, cancellations, for every zone.
+// Calls f on every job zone of the cycle (none without an http block).
+template <class F>
+void ngx_http_async_job_zones_each(ngx_cycle_t *cycle, F &&f)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr) {
+        return;
+    }
+    auto *zones =
+        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
+    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
+        f(zones[i]);
+    }
+}
+
 void ngx_http_async_job_runs_wake(ngx_cycle_t *cycle);
 void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_async_job_capture_init(ngx_conf_t *cf);

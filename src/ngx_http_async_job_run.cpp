@@ -452,38 +452,22 @@ static void ngx_http_async_job_scan_cancelled(ngx_http_async_job_zone_t *zone)
 
 void ngx_http_async_job_runs_wake(ngx_cycle_t *cycle)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr) {
-        return;
-    }
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
-        ngx_http_async_job_zone_t *zone = zones[i];
+    ngx_http_async_job_zones_each(cycle, [](ngx_http_async_job_zone_t *zone) {
         if (zone->table == nullptr || zone->by_node == nullptr) {
-            continue;
+            return;
         }
         ngx_http_async_job_take_granted(zone);
         ngx_http_async_job_scan_cancelled(zone);
-    }
+    });
 }
 
 // The worker exits: its unfinished jobs fail (shutdown), their places and
 // slots go back to the queue.
 void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr) {
-        return;
-    }
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
-        ngx_http_async_job_zone_t *zone = zones[i];
+    ngx_http_async_job_zones_each(cycle, [](ngx_http_async_job_zone_t *zone) {
         if (zone->table == nullptr || zone->by_node == nullptr) {
-            continue;
+            return;
         }
         uint64_t now = ngx_http_async_job_now_ms();
         uint64_t watchers = 0;
@@ -515,5 +499,5 @@ void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle)
         ngx_shmtx_unlock(&zone->shpool->mutex);
         ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
         ngx_http_async_job_wake_watchers(zone, watchers);
-    }
+    });
 }

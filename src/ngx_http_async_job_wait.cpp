@@ -195,14 +195,5 @@ static void ngx_http_async_job_zone_waiters(ngx_http_async_job_zone_t *zone)
 
 void ngx_http_async_job_waiters_wake(ngx_cycle_t *cycle)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr) {
-        return;
-    }
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
-        ngx_http_async_job_zone_waiters(zones[i]);
-    }
+    ngx_http_async_job_zones_each(cycle, ngx_http_async_job_zone_waiters);
 }
