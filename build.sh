@@ -136,7 +136,7 @@ build_module() {
     # Reconfigure when the build inputs or the list of source files change;
     # plain edits are make's business.
     local want
-    want="$ROOT|$NGINX_SRC|${CC:-cc}|$cc_opt|$ld_opt|$(cd "$ROOT" && ls src src/core)"
+    want="$ROOT|$NGINX_SRC|${CC:-cc}|$cc_opt|$ld_opt|$(cd "$ROOT" && find src -type f | LC_ALL=C sort | tr '\n' ' ')"
     if [ ! -f "$stamp" ] || [ "$ROOT/config" -nt "$stamp" ] \
             || [ "$(cat "$stamp")" != "$want" ]; then
         log "configuring against $NGINX_SRC ($variant)"
@@ -513,7 +513,8 @@ cmd_lint() {
     mkdir -p "$out"
     write_compile_commands "$tree" "$out/compile_commands.json"
 
-    local srcs=("$ROOT"/src/*.cpp "$ROOT"/src/core/*.cpp)
+    local srcs
+    mapfile -t srcs < <(find "$ROOT/src" -name '*.cpp' | LC_ALL=C sort)
     log "lint: clang-tidy (${#srcs[@]} files, config .clang-tidy)"
     # One log per file so that parallel runs do not interleave.
     rm -rf "$out/tidy"
@@ -540,8 +541,8 @@ cmd_lint() {
 
     log "lint: clang-format"
     local fmt_files=()
-    mapfile -t fmt_files < <(cd "$ROOT" && ls src/*.cpp src/*.hpp src/core/*.cpp \
-        src/core/*.hpp t/unit/*.cpp t/unit/*.hpp t/fuzz/*.cpp 2>/dev/null)
+    mapfile -t fmt_files < <(cd "$ROOT" && { find src -name '*.[ch]pp'; \
+        ls t/unit/*.cpp t/unit/*.hpp t/fuzz/*.cpp 2>/dev/null; } | LC_ALL=C sort)
     if ! (cd "$ROOT" && clang-format --dry-run --Werror "${fmt_files[@]}") \
             >"$out/clang-format.log" 2>&1; then
         grep -E '^[^ ].*: (error|warning):' "$out/clang-format.log" \

@@ -1,9 +1,9 @@
 // Module shell: directive table, module context, conf create/merge and the
 // process hooks. Each concern's behaviour lives in its own glue file.
 #include "ngx_http_async_module.hpp"
-#include "ngx_http_async_job.hpp"
-#include "ngx_http_async_queue.hpp"
-#include "ngx_http_async_stats.hpp"
+#include "job/ngx_http_async_job.hpp"
+#include "queue/ngx_http_async_queue.hpp"
+#include "common/ngx_http_async_stats.hpp"
 
 static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf);

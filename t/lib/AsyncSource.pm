@@ -27,13 +27,13 @@ sub directives {
 }
 
 # Variable names (without '$'), sorted, each once: every ngx_string("async_...")
-# literal of src/*.cpp outside the directive table, whichever way it is
+# literal of src/**/*.cpp outside the directive table, whichever way it is
 # registered (a ngx_http_variable_t table, a list of names for
 # ngx_http_add_variable). The module names nothing else "async_...".
 sub variables {
     my $table = command_table();
     my %seen;
-    for my $file (glob 'src/*.cpp') {
+    for my $file (glob 'src/*.cpp src/*/*.cpp') {
         my $text = slurp($file);
         $text =~ s/\Q$table\E// if $file =~ m{/ngx_http_async_module\.cpp$};
         $seen{$_}++ for $text =~ /ngx_string\("(async_[a-z_0-9]+)"\)/g;

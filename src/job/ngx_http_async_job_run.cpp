@@ -1,5 +1,5 @@
 // A job's run: its start, slots, the end of its subrequest, wake-ups, destroy.
-#include "ngx_http_async_job_run.hpp"
+#include "job/ngx_http_async_job_run.hpp"
 
 static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr, void *data,
                                             ngx_int_t rc);

@@ -2,8 +2,8 @@
 // zone's lock), shared by the JSON and the Prometheus formatting.
 #pragma once
 
-#include "ngx_http_async_queue.hpp"
-#include "ngx_http_async_stats.hpp"
+#include "queue/ngx_http_async_queue.hpp"
+#include "common/ngx_http_async_stats.hpp"
 
 #include "core/json_writer.hpp"
 #include "core/prometheus_writer.hpp"

@@ -2,7 +2,7 @@
 // so its totals for the status page need a place all workers share: one
 // small zone with a fixed internal name, added when the module is used,
 // kept across reloads (same name and size) and worker restarts.
-#include "ngx_http_async_stats.hpp"
+#include "common/ngx_http_async_stats.hpp"
 
 struct ngx_http_async_stats_shared_t {
     uint64_t fanout[fanout_stat_count];

@@ -2,7 +2,7 @@
 // gets a random id and a record in the zone, takes a slot or a queue place
 // (or is refused with 503), and the client gets 202 Accepted, or the
 // result itself when the job ends within wait= / Prefer: wait.
-#include "ngx_http_async_job.hpp"
+#include "job/ngx_http_async_job.hpp"
 
 #include "core/ascii.hpp"
 #include "core/parse.hpp"

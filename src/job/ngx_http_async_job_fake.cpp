@@ -1,5 +1,5 @@
 // A run's fake connection and main request: creation and close.
-#include "ngx_http_async_job_run.hpp"
+#include "job/ngx_http_async_job_run.hpp"
 
 // --- the fake connection and request ---------------------------------------
 

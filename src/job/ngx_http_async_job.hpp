@@ -8,7 +8,7 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
-#include "ngx_http_async_wake.hpp"
+#include "common/ngx_http_async_wake.hpp"
 #include "core/base64url.hpp"
 #include "core/job_table.hpp"
 #include "core/retry_after.hpp"

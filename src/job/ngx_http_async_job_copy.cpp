@@ -1,5 +1,5 @@
 // The copy of the client's request into a job's own pool: creating a run.
-#include "ngx_http_async_job_run.hpp"
+#include "job/ngx_http_async_job_run.hpp"
 
 #include "core/ascii.hpp"
 

@@ -1,6 +1,6 @@
 // async_status in the Prometheus text exposition format 0.0.4: one family
 // at a time, every zone's sample inside it, names nginx_async_*.
-#include "ngx_http_async_status.hpp"
+#include "status/ngx_http_async_status.hpp"
 
 using async::metric_type;
 

@@ -2,7 +2,7 @@
 // table, an admission queue for active=/length=, the stored results), its
 // configuration, and what a worker process does with it when it starts,
 // wakes up and exits.
-#include "ngx_http_async_job.hpp"
+#include "job/ngx_http_async_job.hpp"
 
 #include "core/parse.hpp"
 

@@ -1,7 +1,7 @@
 // A job's background run: its state and the functions its files share.
 #pragma once
 
-#include "ngx_http_async_job.hpp"
+#include "job/ngx_http_async_job.hpp"
 
 // The background run of a job: a copy of the client's request in the job's
 // own pool, a fake connection and main request (as timer-driven modules

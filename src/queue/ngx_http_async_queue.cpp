@@ -1,7 +1,7 @@
 // async_queue: admission of requests through a queue zone. A request takes
 // a slot and proceeds, or parks (holding only its connection) until a slot
 // is handed to it in FIFO order, or is answered with async_queue_status.
-#include "ngx_http_async_queue.hpp"
+#include "queue/ngx_http_async_queue.hpp"
 
 #include "core/parse.hpp"
 

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
-#include "ngx_http_async_wake.hpp"
+#include "common/ngx_http_async_wake.hpp"
 #include "core/histogram.hpp"
 #include "core/retry_after.hpp"
 #include "core/ticket_queue.hpp"

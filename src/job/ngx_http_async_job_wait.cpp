@@ -2,7 +2,7 @@
 // with wait= or Prefer: wait. A waiter holds only its connection, a timer
 // and a list link; the worker that finishes a job wakes the workers its
 // record names, and each one answers its own waiters.
-#include "ngx_http_async_job.hpp"
+#include "job/ngx_http_async_job.hpp"
 
 struct ngx_http_async_job_waiter_t {
     ngx_http_request_t *r;

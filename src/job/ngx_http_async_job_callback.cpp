@@ -1,5 +1,5 @@
 // The completion callback: a POST of the job's status once it is final.
-#include "ngx_http_async_job_run.hpp"
+#include "job/ngx_http_async_job_run.hpp"
 
 // --- the callback ----------------------------------------------------------
 

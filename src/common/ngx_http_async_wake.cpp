@@ -3,9 +3,9 @@
 // own event loop; a worker that hands a slot to another worker's waiter
 // sends it one byte. A slow safety timer covers a lost datagram and slots
 // of processes that vanished.
-#include "ngx_http_async_wake.hpp"
-#include "ngx_http_async_job.hpp"
-#include "ngx_http_async_queue.hpp"
+#include "common/ngx_http_async_wake.hpp"
+#include "job/ngx_http_async_job.hpp"
+#include "queue/ngx_http_async_queue.hpp"
 
 #include <sys/socket.h>
 #include <sys/un.h>

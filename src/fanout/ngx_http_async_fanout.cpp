@@ -2,8 +2,8 @@
 // subrequests. Each call runs as a background subrequest whose response the
 // capture filter keeps; post-subrequest handlers and timers only record
 // what happened and post the request, which then decides (fan-in).
-#include "ngx_http_async_fanout.hpp"
-#include "ngx_http_async_stats.hpp"
+#include "fanout/ngx_http_async_fanout.hpp"
+#include "common/ngx_http_async_stats.hpp"
 
 #include "core/json_body.hpp"
 #include "core/parse.hpp"

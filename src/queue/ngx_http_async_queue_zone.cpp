@@ -1,6 +1,6 @@
 // async_queue_zone: the shared memory behind an admission queue, its
 // configuration, and what a worker process does with it when it starts.
-#include "ngx_http_async_queue.hpp"
+#include "queue/ngx_http_async_queue.hpp"
 
 #include "core/parse.hpp"
 

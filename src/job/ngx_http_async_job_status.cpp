@@ -1,7 +1,7 @@
 // async_job_status: GET <prefix>/<id> (?wait=SECONDS long-poll),
 // GET <prefix>/<id>/result, DELETE <prefix>/<id>; and the JSON answers
 // every part of the job concern sends.
-#include "ngx_http_async_job.hpp"
+#include "job/ngx_http_async_job.hpp"
 
 #include "core/json_writer.hpp"
 #include "core/query.hpp"

@@ -2,8 +2,8 @@
 // stub_status. Counters are copied under each zone's lock, then formatted
 // without any lock held, as JSON or as Prometheus text
 // (ngx_http_async_status_prometheus.cpp).
-#include "ngx_http_async_status.hpp"
-#include "ngx_http_async_job.hpp"
+#include "status/ngx_http_async_status.hpp"
+#include "job/ngx_http_async_job.hpp"
 
 #include "core/ascii.hpp"
 

@@ -1,7 +1,7 @@
 // The answer of a fan-out: one JSON object, the bodies concatenated in
 // declaration order, or multipart/mixed in completion order; the two
 // streamed forms send each part as soon as it may go.
-#include "ngx_http_async_fanout.hpp"
+#include "fanout/ngx_http_async_fanout.hpp"
 
 #include "core/json_body.hpp"
 #include "core/json_writer.hpp"

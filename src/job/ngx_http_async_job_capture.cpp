@@ -1,5 +1,5 @@
 // The capture filter: keeps a job subrequest's response in the run's pool.
-#include "ngx_http_async_job_run.hpp"
+#include "job/ngx_http_async_job_run.hpp"
 
 // --- the capture filter ----------------------------------------------------
 

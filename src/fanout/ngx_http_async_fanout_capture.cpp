@@ -3,7 +3,7 @@
 // its own HTTP filter module so that nginx places it below the copy filter
 // (file buffers arrive in memory) and above the postpone filter (a call's
 // output never joins the client's response).
-#include "ngx_http_async_fanout.hpp"
+#include "fanout/ngx_http_async_fanout.hpp"
 
 #include "core/json_body.hpp"
 
