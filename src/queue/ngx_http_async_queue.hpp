@@ -3,6 +3,7 @@
 
 #include "ngx_http_async_module.hpp"
 #include "common/ngx_http_async_wake.hpp"
+#include "core/adaptive_limit.hpp"
 #include "core/histogram.hpp"
 #include "core/retry_after.hpp"
 #include "core/ticket_queue.hpp"
@@ -14,6 +15,21 @@ struct ngx_http_async_queue_shared_t {
     async::admission_rate rate;
     ngx_msec_t timeout; // of the newest configuration, for the status page
     uint32_t configured_length;
+    async::histogram class_wait[async::queue_classes];
+    uint32_t adaptive;        // active=auto: limit below drives max_active
+    uint32_t priority_warned; // a bad priority= value was logged once
+    async::adaptive_limit limit;
+};
+
+// The parameters of async_queue_zone beyond fixed limits (see
+// ngx_http_async_queue_tuning_params).
+struct ngx_http_async_queue_tuning_t {
+    ngx_flag_t adaptive; // active=auto
+    ngx_uint_t min;
+    ngx_uint_t max;
+    ngx_flag_t codel; // discipline=codel
+    ngx_msec_t codel_target;
+    ngx_msec_t codel_interval;
 };
 
 struct ngx_http_async_queue_entry_t;
@@ -24,6 +40,7 @@ struct ngx_http_async_queue_zone_t {
     ngx_uint_t length;
     ngx_msec_t timeout;
     ngx_shm_zone_t *shm_zone;
+    ngx_http_async_queue_tuning_t tuning;
 
     // set up by the zone's init in every cycle
     ngx_slab_pool_t *shpool;
@@ -46,7 +63,23 @@ struct ngx_http_async_queue_snapshot_t {
     ngx_msec_t timeout;
     async::queue_counters counters;
     async::histogram wait;
+    async::queue_counters class_counters[async::queue_classes];
+    async::histogram class_wait[async::queue_classes];
+    ngx_http_async_queue_tuning_t tuning;
+    async::adaptive_limit limit;
+    async::codel_state codel;
 };
+
+// Takes the parameters of ngx_http_async_queue_tuning_t out of the
+// arguments of async_queue_zone (active=auto becomes active=MAX for the
+// rest of the parsing), checking them.
+char *ngx_http_async_queue_tuning_params(ngx_conf_t *cf,
+                                         ngx_http_async_queue_tuning_t *t);
+
+// Applies a zone's tuning to its shared memory, under the zone's lock: at
+// creation and on reload (which keeps a learned limit); sets
+// zone->max_active to the limit in force.
+void ngx_http_async_queue_tune(ngx_http_async_queue_zone_t *zone, bool fresh);
 
 ngx_int_t ngx_http_async_queue_snapshot(ngx_http_async_queue_zone_t *zone,
                                         ngx_http_async_queue_snapshot_t *out);

@@ -119,6 +119,72 @@ static void ngx_http_async_status_field(async::json_writer &w,
     w.number_u64(v);
 }
 
+static void ngx_http_async_status_counters(async::json_writer &w,
+                                           const async::queue_counters &c)
+{
+    ngx_http_async_status_field(w, "passed", c.passed);
+    ngx_http_async_status_field(w, "queued", c.queued);
+    ngx_http_async_status_field(w, "rejected", c.rejected);
+    ngx_http_async_status_field(w, "timed_out", c.timed_out);
+    ngx_http_async_status_field(w, "cancelled", c.cancelled);
+    ngx_http_async_status_field(w, "evicted", c.evicted);
+    ngx_http_async_status_field(w, "dropped", c.dropped);
+}
+
+// The adaptive limit, CoDel and the priority classes of one queue zone.
+static void
+ngx_http_async_status_queue_tuning(async::json_writer &w,
+                                   const ngx_http_async_queue_snapshot_t &q)
+{
+    ngx_http_async_status_field(w, "evicted", q.counters.evicted);
+    ngx_http_async_status_field(w, "dropped", q.counters.dropped);
+    if (q.tuning.adaptive) {
+        w.key("adaptive_limit");
+        w.begin_object();
+        ngx_http_async_status_field(w, "limit", q.limit.limit);
+        ngx_http_async_status_field(w, "min", q.limit.min_limit);
+        ngx_http_async_status_field(w, "max", q.limit.max_limit);
+        w.key("sampled_ms");
+        w.number_double(static_cast<double>(q.limit.sampled_us) / 1000.0, 3);
+        w.key("min_ms");
+        w.number_double(static_cast<double>(q.limit.min_us) / 1000.0, 3);
+        ngx_http_async_status_field(w, "adjustments", q.limit.adjustments);
+        w.end_object();
+    }
+    w.key("discipline");
+    w.string(q.tuning.codel ? "codel" : "fifo");
+    if (q.tuning.codel) {
+        w.key("codel");
+        w.begin_object();
+        ngx_http_async_status_field(w, "target_ms", q.codel.target_ms);
+        ngx_http_async_status_field(w, "interval_ms", q.codel.interval_ms);
+        w.key("dropping");
+        w.boolean(q.codel.dropping != 0);
+        ngx_http_async_status_field(w, "count", q.codel.count);
+        ngx_http_async_status_field(w, "sojourn_ms", q.codel.sojourn_ms);
+        w.end_object();
+    }
+    // only the classes that saw requests, to keep the page short
+    w.key("priorities");
+    w.begin_object();
+    for (uint32_t c = 0; c < async::queue_classes; c++) {
+        const async::queue_counters &k = q.class_counters[c];
+        if (k.passed + k.queued + k.rejected + k.timed_out + k.cancelled
+                + k.evicted + k.dropped
+            == 0) {
+            continue;
+        }
+        char name[2] = {static_cast<char>('0' + c), '\0'};
+        w.key(std::string_view(name, 1));
+        w.begin_object();
+        ngx_http_async_status_counters(w, k);
+        w.key("wait_seconds");
+        ngx_http_async_status_histogram(w, q.class_wait[c]);
+        w.end_object();
+    }
+    w.end_object();
+}
+
 static void
 ngx_http_async_status_queue_zones(async::json_writer &w,
                                   const ngx_http_async_status_snapshot_t &s)
@@ -141,6 +207,7 @@ ngx_http_async_status_queue_zones(async::json_writer &w,
         ngx_http_async_status_field(w, "cancelled", q.counters.cancelled);
         w.key("wait_seconds");
         ngx_http_async_status_histogram(w, q.wait);
+        ngx_http_async_status_queue_tuning(w, q);
         w.end_object();
     }
     w.end_object();
@@ -239,7 +306,8 @@ ngx_http_async_status_render(ngx_http_request_t *r, status_format format,
                              const ngx_http_async_status_snapshot_t &s)
 {
     size_t cap = (format == status_format::prometheus ? 8192 : 4096)
-                 + (s.nqueues + s.njobs) * 4096;
+                 + (s.nqueues + s.njobs) * 4096
+                 + s.nqueues * async::queue_classes * 4096;
     for (int attempt = 0; attempt < 4; attempt++, cap *= 2) {
         ngx_buf_t *b = ngx_create_temp_buf(r->pool, cap);
         if (b == nullptr) {

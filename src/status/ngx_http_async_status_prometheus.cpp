@@ -4,6 +4,105 @@
 
 using async::metric_type;
 
+// Per priority class (label priority), the adaptive limit and CoDel.
+static void ngx_http_async_status_prom_queue_tuning(
+    async::prometheus_writer &w, const ngx_http_async_status_snapshot_t &s)
+{
+    static constexpr std::string_view classes[] = {"0", "1", "2", "3",
+                                                   "4", "5", "6", "7"};
+    static constexpr std::string_view requests =
+        "nginx_async_queue_class_requests_total";
+    w.family(requests, metric_type::counter,
+             "Requests that went through the zone, by priority class and "
+             "outcome (as nginx_async_queue_requests_total).");
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        std::string_view zone = async::view(q.name);
+        for (uint32_t c = 0; c < async::queue_classes; c++) {
+            const async::queue_counters &k = q.class_counters[c];
+            const struct {
+                std::string_view outcome;
+                uint64_t value;
+            } rows[] = {{"passed", k.passed},       {"queued", k.queued},
+                        {"rejected", k.rejected},   {"timed_out", k.timed_out},
+                        {"cancelled", k.cancelled}, {"evicted", k.evicted},
+                        {"dropped", k.dropped}};
+            for (const auto &row : rows) {
+                w.sample(requests,
+                         {{"zone", zone},
+                          {"priority", classes[c]},
+                          {"outcome", row.outcome}},
+                         row.value);
+            }
+        }
+    }
+
+    w.family("nginx_async_queue_class_wait_seconds", metric_type::histogram,
+             "Time admitted requests waited for a slot, by priority class.");
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        for (uint32_t c = 0; c < async::queue_classes; c++) {
+            w.histogram_seconds(
+                {{"zone", async::view(q.name)}, {"priority", classes[c]}},
+                async::histogram_cumulate(q.class_wait[c]));
+        }
+    }
+
+    struct gauge {
+        std::string_view name;
+        std::string_view help;
+        uint64_t (*get)(const ngx_http_async_queue_snapshot_t &q);
+        bool thousandths;
+    };
+    static constexpr gauge gauges[] = {
+        {"nginx_async_queue_limit_sampled_seconds",
+         "active=auto: average service time of the last window.",
+         [](const ngx_http_async_queue_snapshot_t &q) {
+             return q.limit.sampled_us / 1000;
+         },
+         true},
+        {"nginx_async_queue_limit_min_seconds",
+         "active=auto: least service time seen (no-load estimate).",
+         [](const ngx_http_async_queue_snapshot_t &q) {
+             return q.limit.min_us / 1000;
+         },
+         true},
+        {"nginx_async_queue_limit_adjustments_total",
+         "active=auto: times the limit changed.",
+         [](const ngx_http_async_queue_snapshot_t &q) {
+             return q.limit.adjustments;
+         },
+         false},
+    };
+    for (const gauge &g : gauges) {
+        w.family(g.name,
+                 g.thousandths ? metric_type::gauge : metric_type::counter,
+                 g.help);
+        for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+            const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+            if (!q.tuning.adaptive) {
+                continue;
+            }
+            if (g.thousandths) {
+                w.sample_thousandths(g.name, {{"zone", async::view(q.name)}},
+                                     g.get(q));
+            } else {
+                w.sample(g.name, {{"zone", async::view(q.name)}}, g.get(q));
+            }
+        }
+    }
+
+    w.family("nginx_async_queue_codel_dropping", metric_type::gauge,
+             "discipline=codel: 1 while the queue is judged overloaded.");
+    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
+        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
+        if (q.tuning.codel) {
+            w.sample("nginx_async_queue_codel_dropping",
+                     {{"zone", async::view(q.name)}}, q.codel.dropping);
+        }
+    }
+}
+
 static void
 ngx_http_async_status_prom_queues(async::prometheus_writer &w,
                                   const ngx_http_async_status_snapshot_t &s)
@@ -63,6 +162,10 @@ ngx_http_async_status_prom_queues(async::prometheus_writer &w,
                  q.counters.timed_out);
         w.sample(requests, {{"zone", zone}, {"outcome", "cancelled"}},
                  q.counters.cancelled);
+        w.sample(requests, {{"zone", zone}, {"outcome", "evicted"}},
+                 q.counters.evicted);
+        w.sample(requests, {{"zone", zone}, {"outcome", "dropped"}},
+                 q.counters.dropped);
     }
 
     w.family("nginx_async_queue_wait_seconds", metric_type::histogram,
@@ -72,6 +175,7 @@ ngx_http_async_status_prom_queues(async::prometheus_writer &w,
         w.histogram_seconds({{"zone", async::view(q.name)}},
                             async::histogram_cumulate(q.wait));
     }
+    ngx_http_async_status_prom_queue_tuning(w, s);
 }
 
 static void
