@@ -125,9 +125,10 @@ uint64_t sojourn(const ticket_queue *q, uint32_t n, uint64_t now)
 
 uint64_t control_law(const codel_state &c, uint64_t t)
 {
-    return t
-           + static_cast<uint64_t>(static_cast<double>(c.interval_ms)
-                                   / std::sqrt(static_cast<double>(c.count)));
+    double count = c.count > 0 ? static_cast<double>(c.count) : 1.0;
+    auto step = static_cast<uint64_t>(static_cast<double>(c.interval_ms)
+                                      / std::sqrt(count));
+    return t + (step > 0 ? step : 1);
 }
 
 // Answers every waiter, of any class, parked longer than the target.
@@ -166,9 +167,11 @@ void codel_dequeue(ticket_queue *q, uint32_t head, wake_set *wake)
             c.dropping = 0;
             return;
         }
-        while (now >= c.drop_next) {
+        // one step per dispatch, not the RFC's loop: after a quiet spell
+        // now may be far past drop_next, and the step can round to 0 ms
+        if (now >= c.drop_next) {
             c.count++;
-            c.drop_next = control_law(c, c.drop_next);
+            c.drop_next = control_law(c, now);
         }
         drop_past_target(q, now, wake);
         return;

@@ -533,6 +533,27 @@ void test_codel_leaves_dropping_state_below_target(void **)
     std::free(q);
 }
 
+void test_codel_survives_a_long_quiet_spell_while_dropping(void **)
+{
+    ticket_queue *q = make_queue(256, 1, 256);
+    ticket_queue_set_codel(q, 5, 100);
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, &n) == admission::passed);
+    uint64_t now = 0;
+    for (int i = 0; i < 20; i++) {
+        overload_step(q, &now, i == 0 ? 0 : 1);
+    }
+    assert_int_equal(q->codel.dropping, 1);
+    uint32_t count = q->codel.count;
+    // hours later (a fuzzer found the RFC's catch-up loop spinning here)
+    now += 10ULL * 3600 * 1000;
+    wake_set wake = no_wake();
+    ticket_queue_release(q, 1, now, &wake);
+    assert_int_equal(q->codel.count, count + 1);
+    assert_true(q->codel.drop_next > now);
+    std::free(q);
+}
+
 } // namespace
 
 int main()
@@ -565,6 +586,7 @@ int main()
         cmocka_unit_test(
             test_codel_drops_waiters_past_target_after_an_interval),
         cmocka_unit_test(test_codel_leaves_dropping_state_below_target),
+        cmocka_unit_test(test_codel_survives_a_long_quiet_spell_while_dropping),
     };
     return cmocka_run_group_tests_name("ticket_queue", tests, nullptr, nullptr);
 }
