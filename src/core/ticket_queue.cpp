@@ -134,9 +134,9 @@ uint64_t control_law(const codel_state &c, uint64_t t)
 // Answers every waiter, of any class, parked longer than the target.
 void drop_past_target(ticket_queue *q, uint64_t now, wake_set *wake)
 {
-    for (uint32_t c = 0; c < queue_classes; c++) {
+    for (node_list &list : q->waiters) {
         uint32_t n;
-        while ((n = q->waiters[c].head) != no_node
+        while ((n = list.head) != no_node
                && sojourn(q, n, now) > q->codel.target_ms) {
             answer_node(q, n, node_state::dropped, wake);
         }

@@ -44,14 +44,14 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                           void *conf)
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(conf);
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     (void) cmd;
 
+    // takes its own parameters out of cf->args first
     ngx_http_async_queue_tuning_t tuning;
     if (ngx_http_async_queue_tuning_params(cf, &tuning) != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    value = static_cast<ngx_str_t *>(cf->args->elts);
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
 
     ngx_str_t name = ngx_null_string;
     ssize_t size = 0;
