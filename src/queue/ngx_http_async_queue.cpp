@@ -77,11 +77,11 @@ static void ngx_http_async_queue_release(ngx_http_async_queue_entry_t *entry)
     entry->holds_slot = false;
     ngx_http_async_queue_zone_t *zone = entry->zone;
     async::wake_set wake{};
-    uint64_t service_us = 0;
-    if (zone->tuning.adaptive) {
-        uint64_t now = ngx_http_async_queue_now_us();
-        service_us = now > entry->admitted_us ? now - entry->admitted_us : 0;
-    }
+    // measured always: a reload may have turned active=auto on since this
+    // request's configuration was read
+    uint64_t now = ngx_http_async_queue_now_us();
+    uint64_t service_us =
+        now > entry->admitted_us ? now - entry->admitted_us : 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
     if (zone->sh->adaptive
