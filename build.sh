@@ -2,7 +2,8 @@
 # The one entry point: build, test and run ngx_http_async_module.
 #
 #   ./build.sh [build]        install what is missing, build the module
-#   ./build.sh test           build, run unit tests and every Test::Nginx suite
+#   ./build.sh test           build, run unit tests, 3 s of every fuzzer and
+#                             every Test::Nginx suite
 #   ./build.sh test asan      the same with AddressSanitizer + UBSan, plus a
 #                             short fuzzing run
 #   ./build.sh test valgrind  the integration suites with nginx under memcheck
@@ -31,7 +32,9 @@ TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                # async_status: the reference parser of the Prometheus text
                python3-prometheus-client
                # the browser test of the demo's job page (t/045-browser.t)
-               chromium chromium-driver)
+               chromium chromium-driver
+               # a few seconds of every libFuzzer target (cmd_fuzz)
+               clang libclang-rt-14-dev llvm)
 # The sanitizer build and the fuzzers use clang (libFuzzer; one runtime for
 # ASan and UBSan); gcc's runtimes (ASAN_CC=gcc) come with g++.
 # llvm: llvm-symbolizer, for file:line in clang's sanitizer reports.
@@ -50,9 +53,11 @@ usage: ./build.sh [command]
 commands:
   build          install missing packages and build the module (default)
   test [MODE] [FILES]
-                 build, then run the cmocka unit tests and the Test::Nginx
-                 suites under t/ against the stock nginx binary; with
-                 FILES (t/NNN-x.t), only those suites.  MODE:
+                 build, then run the cmocka unit tests, every fuzzer for
+                 TEST_FUZZ_SECONDS (default 3, when clang++ is present)
+                 and the Test::Nginx suites under t/ against the stock
+                 nginx binary; with FILES (t/NNN-x.t), only those
+                 suites.  MODE:
                    asan      module and unit tests built with
                              AddressSanitizer + UndefinedBehaviorSanitizer,
                              nginx run with the runtime preloaded; any
@@ -232,7 +237,16 @@ cmd_test() {
     case "$mode" in
         plain)
             build_module default
-            [ $# -gt 0 ] || run_unit_tests
+            if [ $# -eq 0 ]; then
+                run_unit_tests
+                # every fuzzer gets a few seconds: some bugs (an id decoder
+                # reading past its input) only a fuzzer finds
+                if command -v clang++ >/dev/null 2>&1; then
+                    cmd_fuzz "${TEST_FUZZ_SECONDS:-3}"
+                else
+                    log "fuzz: clang++ missing, fuzzers skipped"
+                fi
+            fi
             run_integration_tests "$MODULE_SO" "$@"
             ;;
         asan) cmd_test_asan "$@" ;;

@@ -58,7 +58,9 @@ sub valgrind_suppressions {
     return undef;
 }
 
-sub valgrind { return scalar(valgrind_options()) > 0 }
+# valgrind_options in list context: in scalar context its bare `return ()`
+# is undef.
+sub valgrind { my @opts = valgrind_options(); return @opts > 0 }
 
 # True when nginx runs many times slower than usual (valgrind, sanitizers):
 # suites use it only to skip or widen pure timing assertions.
