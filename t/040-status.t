@@ -279,6 +279,17 @@ subtest 'format negotiation' => sub {
     ($r) = status_prom($ng, path => '/status', Accept => 'text/plain');
     like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
         'Accept: text/plain gets the text format');
+    # a tie (equal q) is ours to break (RFC 9110 12.5.1): text, in any order
+    for my $accept ('text/plain, application/json',
+                    'application/json, text/plain') {
+        ($r) = status_prom($ng, path => '/status', Accept => $accept);
+        like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
+            "Accept: $accept (a tie) gets the text format");
+    }
+    ($r) = status_prom($ng, path => '/status',
+        Accept => 'text/plain;q=0.5, application/json');
+    like($r->{headers}{'content-type'}, qr{^application/json},
+        'JSON asked more strongly: JSON');
     $r = $ng->get('/status?format=xml');
     is($r->{status}, 400, 'unknown format: 400');
     $r = $ng->request('HEAD', '/status?format=prometheus');
