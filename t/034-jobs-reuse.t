@@ -83,7 +83,8 @@ sub complete {
 
 sub read_response {
     my ($s, $timeout) = @_;
-    return AsyncNginx::parse_response(read_until($s, $timeout, \&complete));
+    return AsyncNginx::parse_response(
+        read_until($s, $timeout * AsyncNginx::wait_factor(), \&complete));
 }
 
 sub call {

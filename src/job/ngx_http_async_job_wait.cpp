@@ -174,7 +174,8 @@ static void ngx_http_async_job_waiter_timeout(ngx_event_t *ev)
 // A wake-up: answer the waiters whose job reached a final state or went.
 // Each waiter is judged by its own generation: a record that was freed and
 // taken by a new job can hold waiters of both, and only the old job's
-// waiters are due.
+// waiters are due. A waiter parks only on the record's current generation,
+// so a watch lists older generations first.
 static void ngx_http_async_job_zone_waiters(ngx_http_async_job_zone_t *zone)
 {
     if (zone->nwaiters == 0 || zone->watches == nullptr) {
@@ -200,7 +201,7 @@ static void ngx_http_async_job_zone_waiters(ngx_http_async_job_zone_t *zone)
              wq = ngx_queue_next(wq)) {
             auto *w = ngx_queue_data(wq, ngx_http_async_job_waiter_t, link);
             if (rec.generation == w->generation && unfinished) {
-                continue;
+                break; // waiters join at the tail: the rest are of this job
             }
             w->in_ready = true;
             ngx_queue_insert_tail(&ready, &w->ready);
