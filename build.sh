@@ -31,7 +31,9 @@ TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                # async_status: the reference parser of the Prometheus text
                python3-prometheus-client
                # the browser test of the demo's job page (t/045-browser.t)
-               chromium chromium-driver)
+               chromium chromium-driver
+               # HTTP/2 and HTTP/3 clients (t/060-http2.t, t/061-http3.t)
+               nghttp2-client ngtcp2-client python3-h2 openssl)
 # The sanitizer build and the fuzzers use clang (libFuzzer; one runtime for
 # ASan and UBSan); gcc's runtimes (ASAN_CC=gcc) come with g++.
 # llvm: llvm-symbolizer, for file:line in clang's sanitizer reports.
@@ -555,6 +557,199 @@ cmd_lint() {
     log "lint: clean"
 }
 
+# --- version matrix -----------------------------------------------------------
+
+# The module against every nginx source tarball in NGINX_SRC_DIR (default
+# ../shared/nginx-src beside the checkout; its README lists their sha256):
+# gcc for each, clang too for the newest, under -Werror; for the newest
+# stable line (even minor) nginx itself with the echo module, HTTP/2,
+# HTTP/3, SSL and threads, and every suite against that binary.  Trees stay
+# under BUILD_DIR/matrix and are reconfigured only when their inputs change.
+MATRIX_PACKAGES=(clang libssl-dev libpcre2-dev zlib1g-dev)
+# What the stable build needs besides the issue's four flags: the modules
+# Debian's nginx has and the suites' target locations use (sub_filter,
+# addition, auth_request...); ssi, gzip, limit_req are on by default.
+MATRIX_FULL_FLAGS="--with-threads --with-http_ssl_module --with-http_v2_module
+    --with-http_v3_module --with-http_sub_module --with-http_addition_module
+    --with-http_auth_request_module --with-http_realip_module
+    --with-http_gunzip_module --with-http_gzip_static_module
+    --with-http_slice_module --with-http_stub_status_module
+    --with-http_dav_module --with-http_secure_link_module
+    --with-http_random_index_module --with-pcre-jit"
+
+matrix_src_dir() {
+    local dir=${NGINX_SRC_DIR:-$ROOT/../shared/nginx-src}
+    [ -f "$dir/README.md" ] \
+        || die "matrix: no nginx tarballs in $dir (set NGINX_SRC_DIR)"
+    (cd "$dir" && pwd)
+}
+
+# The sha256 that NGINX_SRC_DIR/README.md gives for a file.
+matrix_sha_expected() {
+    awk -v f="$2" '$2 == f && $1 ~ /^[0-9a-f]+$/ && length($1) == 64 { print $1 }' \
+        "$1/README.md"
+}
+
+# Checks a tarball against the README and unpacks it into DEST once per
+# checksum.
+matrix_unpack() {
+    local dir=$1 file=$2 dest=$3 want got
+    want=$(matrix_sha_expected "$dir" "$file")
+    [ -n "$want" ] || die "matrix: $file has no sha256 in $dir/README.md"
+    if [ -f "$dest/.unpacked" ] && [ "$(cat "$dest/.unpacked")" = "$want" ]; then
+        return 0
+    fi
+    got=$(sha256sum "$dir/$file" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || die "matrix: $file: sha256 $got, README says $want"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    tar -xzf "$dir/$file" -C "$dest" --strip-components=1 \
+        || die "matrix: unpacking $file failed"
+    printf '%s\n' "$want" >"$dest/.unpacked"
+}
+
+# Configures TREE from SRC with compiler CC and configure FLAGS, unless
+# the stamp says the same inputs already did.
+matrix_configure() {
+    local src=$1 tree=$2 cc=$3 flags=$4 want
+    want="$ROOT|$(cat "$src/.unpacked")|$cc|$flags|$(cd "$ROOT" && find src -type f | LC_ALL=C sort | tr '\n' ' ')"
+    if [ -f "$tree/.configured" ] && [ ! "$ROOT/config" -nt "$tree/.configured" ] \
+            && [ "$(cat "$tree/.configured")" = "$want" ]; then
+        return 0
+    fi
+    rm -rf "$tree"
+    cp -a "$src" "$tree"
+    # shellcheck disable=SC2086
+    if (cd "$tree" && ./configure --with-compat --with-cc="$cc" \
+            --with-cc-opt="-g -O2 -fPIC -Werror" $flags \
+            --add-dynamic-module="$ROOT" >"$tree/configure.log" 2>&1); then
+        printf '%s\n' "$want" >"$tree/.configured"
+    else
+        echo failed >"$tree/.configure-failed"
+    fi
+}
+
+cmd_matrix() {
+    mkdir -p "$BUILD_DIR"
+    ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" \
+        "${MATRIX_PACKAGES[@]}"
+    local dir m=$BUILD_DIR/matrix
+    dir=$(matrix_src_dir)
+    mkdir -p "$m/src"
+
+    local all=() v
+    mapfile -t all < <(cd "$dir" && ls nginx-*.tar.gz 2>/dev/null \
+        | sed -e 's/^nginx-//' -e 's/\.tar\.gz$//' | sort -V)
+    [ ${#all[@]} -gt 0 ] || die "matrix: no nginx-*.tar.gz in $dir"
+    local versions=("${all[@]}")
+    if [ $# -gt 0 ]; then
+        versions=()
+        for v in "$@"; do
+            [ -f "$dir/nginx-$v.tar.gz" ] || die "matrix: no nginx-$v.tar.gz in $dir"
+            versions+=("$v")
+        done
+    fi
+    # the newest overall gets clang too; the newest stable (even minor)
+    # gets the full build and the suites
+    local newest=${all[-1]} stable=''
+    for v in "${all[@]}"; do
+        [ $(( $(echo "$v" | cut -d. -f2) % 2 )) -eq 0 ] && stable=$v
+    done
+    local echo_tar
+    echo_tar=$(cd "$dir" && ls echo-nginx-module-*.tar.gz 2>/dev/null | head -1)
+
+    # rows: "version compiler kind"; kind: module or full
+    local rows=() row
+    for v in "${versions[@]}"; do
+        if [ "$v" = "$stable" ] && [ -n "$echo_tar" ]; then
+            rows+=("$v gcc full")
+        else
+            rows+=("$v gcc module")
+        fi
+        [ "$v" = "$newest" ] && rows+=("$v clang module")
+    done
+
+    log "matrix: unpacking ${#versions[@]} trees (sha256 from $dir/README.md)"
+    local pids=()
+    for v in "${versions[@]}"; do
+        matrix_unpack "$dir" "nginx-$v.tar.gz" "$m/src/nginx-$v" & pids+=($!)
+    done
+    [ -n "$echo_tar" ] && { matrix_unpack "$dir" "$echo_tar" "$m/src/echo" & pids+=($!); }
+    local pid
+    for pid in "${pids[@]}"; do wait "$pid" || die "matrix: unpacking failed"; done
+
+    # configure is a long chain of tiny compiles: run them all at once
+    log "matrix: configuring ${#rows[@]} trees"
+    pids=()
+    local ver cc kind tree flags
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        tree=$m/$ver-$cc
+        flags=''
+        [ "$kind" = full ] && flags="$MATRIX_FULL_FLAGS --add-dynamic-module=$m/src/echo"
+        rm -f "$tree/.configure-failed"
+        matrix_configure "$m/src/nginx-$ver" "$tree" "$cc" "$flags" & pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || true; done
+
+    local -A built tests
+    local jobs status=0 target
+    jobs=$(nproc 2>/dev/null || echo 2)
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        tree=$m/$ver-$cc
+        if [ -f "$tree/.configure-failed" ]; then
+            tail -20 "$tree/configure.log" >&2
+            built[$row]="configure failed"
+            status=1
+            continue
+        fi
+        target=modules
+        [ "$kind" = full ] && target=build
+        log "matrix: nginx $ver, $cc: make $target"
+        if make -j"$jobs" -C "$tree" -f objs/Makefile "$target" \
+                >"$tree/make.log" 2>&1; then
+            built[$row]=built
+        else
+            grep -E 'error|warning' "$tree/make.log" | head -20 >&2
+            built[$row]="FAILED ($tree/make.log)"
+            status=1
+        fi
+    done
+
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        tests[$row]='-'
+        [ "$kind" = full ] && [ "${built[$row]}" = built ] || continue
+        tree=$m/$ver-$cc
+        log "matrix: every suite against nginx $ver ($tree/objs/nginx)"
+        local out=$m/prove-$ver.log
+        if (NGINX_BIN=$tree/objs/nginx \
+                ECHO_MODULE=$tree/objs/ngx_http_echo_module.so \
+                TEST_NGINX_SERVROOT=$m/servroot \
+                run_integration_tests "$tree/objs/ngx_http_async_module.so" \
+                    "$ROOT"/t/[0-9]*.t) 2>&1 | tee "$out" >&2 \
+                && grep -q '^Result: PASS' "$out"; then
+            tests[$row]="PASS $(matrix_prove_counts "$out")"
+        else
+            tests[$row]="FAIL $(matrix_prove_counts "$out") ($out)"
+            status=1
+        fi
+    done
+
+    printf '\n%-8s  %-9s  %-8s  %s\n' nginx compiler module "nginx + every suite"
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        printf '%-8s  %-9s  %-8s  %s\n' "$ver" "$cc" "${built[$row]}" "${tests[$row]}"
+    done
+    [ $status -eq 0 ] || die "matrix: failures above"
+}
+
+# "N tests in M files" from prove's summary line.
+matrix_prove_counts() {
+    perl -ne 'print "$2 tests in $1 files" if /^Files=(\d+), Tests=(\d+)/' "$1"
+}
+
 # --- demo -------------------------------------------------------------------
 
 cmd_run() {
@@ -599,6 +794,7 @@ case "$command" in
     run) cmd_run "$@" ;;
     fuzz) cmd_fuzz "$@" ;;
     lint) cmd_lint "$@" ;;
+    matrix) cmd_matrix "$@" ;;
     help|-h|--help) usage ;;
     *) usage; exit 2 ;;
 esac
