@@ -750,6 +750,34 @@ matrix_prove_counts() {
     perl -ne 'print "$2 tests in $1 files" if /^Files=(\d+), Tests=(\d+)/' "$1"
 }
 
+# --- Debian package -------------------------------------------------------------
+
+# Built the way Debian builds its libnginx-mod-* packages: debian/ uses
+# dh-sequence-nginx, which configures against nginx-dev's tree with
+# Debian's flags and makes the package depend on that nginx's exact ABI.
+DEB_PACKAGES=(debhelper dpkg-dev nginx-dev libsimdjson-dev libssl-dev g++)
+
+cmd_deb() {
+    mkdir -p "$BUILD_DIR"
+    ensure_packages "${BUILD_PACKAGES[@]}" "${DEB_PACKAGES[@]}"
+    local out=$BUILD_DIR/deb version src
+    version=$(dpkg-parsechangelog -l "$ROOT/debian/changelog" -S Version)
+    src=$out/ngx-http-async-$version
+    rm -rf "$out"
+    mkdir -p "$src"
+    # a copy of the sources alone: the package never sees BUILD_DIR
+    (cd "$ROOT" && tar -cf - config src debian docs examples README.md) \
+        | tar -xf - -C "$src"
+    log "deb: dpkg-buildpackage in $src"
+    (cd "$src" && DEB_BUILD_OPTIONS="parallel=$(nproc 2>/dev/null || echo 2)" \
+        dpkg-buildpackage -b -us -uc) >"$out/build.log" 2>&1 \
+        || { tail -40 "$out/build.log" >&2; die "deb: build failed, see $out/build.log"; }
+    local deb
+    deb=$(ls "$out"/libnginx-mod-http-async_*.deb)
+    log "deb: $(dpkg-deb -f "$deb" Package Version Depends | tr '\n' ' ')"
+    printf '%s\n' "$deb"
+}
+
 # --- demo -------------------------------------------------------------------
 
 cmd_run() {
@@ -795,6 +823,7 @@ case "$command" in
     fuzz) cmd_fuzz "$@" ;;
     lint) cmd_lint "$@" ;;
     matrix) cmd_matrix "$@" ;;
+    deb) cmd_deb "$@" ;;
     help|-h|--help) usage ;;
     *) usage; exit 2 ;;
 esac
