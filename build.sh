@@ -783,7 +783,19 @@ cmd_deb() {
 cmd_run() {
     local listen=${1:-127.0.0.1:8080}
     ensure_packages "${BUILD_PACKAGES[@]}" libnginx-mod-http-echo
-    build_module default
+    # Another nginx (NGINX_BIN, NGINX_SRC: e.g. a tree of ./build.sh
+    # matrix): the module is built against its tree in a variant of its
+    # own, and the echo module comes from beside its binary.
+    local variant=default
+    if [ "$NGINX_SRC" != "$DEBIAN_NGINX_SRC" ]; then
+        variant=run-$(basename "$NGINX_SRC")
+    fi
+    local bin_dir
+    bin_dir=$(dirname "$(command -v "$NGINX_BIN" || echo "$NGINX_BIN")")
+    if [ -f "$bin_dir/ngx_http_echo_module.so" ]; then
+        ECHO_MODULE=$bin_dir/ngx_http_echo_module.so
+    fi
+    build_module "$variant"
     local prefix=$BUILD_DIR/demo
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
     sed -e "s#@LISTEN@#$listen#g" \
