@@ -9,10 +9,14 @@
 #   ./build.sh fuzz [SECONDS] run every libFuzzer target in t/fuzz/
 #   ./build.sh lint           clang-tidy, cppcheck and clang-format checks
 #   ./build.sh run [ADDR]     start the demo in the foreground (127.0.0.1:8080)
+#   ./build.sh matrix [VER..] the module against every nginx in ../shared/nginx-src,
+#                             every suite against the newest stable one
+#   ./build.sh deb            the Debian package libnginx-mod-http-async
 #
 # Environment: NGINX_SRC (nginx source tree to build against, default the
 # distribution's nginx-dev tree), NGINX_CONFIGURE_FLAGS, CC, NGINX_BIN,
-# BUILD_DIR (default ./build), TEST_NGINX_SERVER_PORT.
+# BUILD_DIR (default ./build), TEST_NGINX_SERVER_PORT, NGINX_SRC_DIR (the
+# tarballs of `matrix`, default ../shared/nginx-src beside the checkout).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,7 +71,18 @@ commands:
   lint           clang-tidy (.clang-tidy) and cppcheck on src/, and a
                  clang-format check (.clang-format) of src/ and t/unit/
   run [ADDR]     build and start nginx with examples/demo.conf in the
-                 foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it
+                 foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it;
+                 NGINX_BIN and NGINX_SRC select another nginx (a matrix tree)
+  matrix [VERSION...]
+                 build the module against every nginx-*.tar.gz in
+                 NGINX_SRC_DIR (default ../shared/nginx-src; sha256 checked
+                 against its README) with gcc -Werror, and clang for the
+                 newest; build the newest stable nginx with the echo module,
+                 HTTP/2, HTTP/3, SSL and threads and run every suite against
+                 it; print a table (trees kept in BUILD_DIR/matrix)
+  deb            build the Debian package libnginx-mod-http-async
+                 (dh-sequence-nginx) into BUILD_DIR/deb; t/deb/test-deb.sh
+                 installs, checks and purges it (root, ASYNC_TEST_DEB=1)
   help           this text
 EOF
 }
