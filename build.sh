@@ -671,7 +671,7 @@ cmd_matrix() {
         [ $(( $(echo "$v" | cut -d. -f2) % 2 )) -eq 0 ] && stable=$v
     done
     local echo_tar
-    echo_tar=$(cd "$dir" && ls echo-nginx-module-*.tar.gz 2>/dev/null | head -1)
+    echo_tar=$(cd "$dir" && ls echo-nginx-module-*.tar.gz 2>/dev/null | head -1 || true)
 
     # rows: "version compiler kind"; kind: module or full
     local rows=() row
