@@ -65,7 +65,8 @@ my $http = <<"EOF";
     }
 EOF
 
-# one worker: QUIC without reuseport reaches a single worker anyway
+# one worker: with several, QUIC needs `reuseport` to keep a connection's
+# packets on one worker
 my $ng = AsyncNginx->new(name => 'http3', workers => 1, http => $http);
 # a throwaway certificate beside the server root (which start() wipes)
 my $cert = $ng->root . '-cert';
