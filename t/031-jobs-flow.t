@@ -122,7 +122,7 @@ subtest 'a 2 s job: 202 at once, queued/running, completed, result byte for byte
     is($res->{status}, 200, 'upstream status');
     is($res->{headers}{'content-type'}, 'application/x-blob', 'Content-Type');
     ok($res->{body} eq $blob, 'body byte for byte (' . length($blob) . ' bytes)');
-    like(join("\n", $ng->log_file('backend.log')), qr{^"POST /slow\?k=v HTTP/1.0" \S+ /blob.bin 200}m,
+    like(join("\n", $ng->log_file('backend.log')), qr{^"POST /slow\?k=v HTTP/1\.[01]" \S+ /blob.bin 200}m,
         'the backend saw the POST');
     is(scalar($ng->crash_lines), 0, 'no alert');
     unlike($ng->error_log, qr/\[error\]/, 'no [error] line');
