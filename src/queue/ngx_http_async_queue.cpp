@@ -3,7 +3,7 @@
 // is handed to it in FIFO order, or is answered with async_queue_status.
 #include "queue/ngx_http_async_queue.hpp"
 
-#include "core/parse.hpp"
+#include "common/ngx_http_async_conf.hpp"
 
 enum class queue_outcome : ngx_uint_t {
     passed,
@@ -409,28 +409,6 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     return NGX_CONF_OK;
 }
 
-char *ngx_http_async_queue_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                            void *conf)
-{
-    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    (void) cmd;
-
-    if (alcf->queue_status != NGX_CONF_UNSET_UINT) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto code = async::parse_count(async::view(value[1]));
-    if (!code || *code < 400 || *code > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\" in \"async_queue_status\": "
-                           "must be between 400 and 599",
-                           &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    alcf->queue_status = static_cast<ngx_uint_t>(*code);
-    return NGX_CONF_OK;
-}
-
 char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
                                                  ngx_command_t *cmd, void *conf)
 {
@@ -447,8 +425,8 @@ char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
     } else if (arg == "off") {
         alcf->queue_retry_after = NGX_HTTP_ASYNC_RETRY_AFTER_OFF;
     } else {
-        auto ms = async::parse_duration_ms(arg);
-        if (!ms || *ms > 86400ULL * 1000) {
+        auto ms = ngx_http_async_parse_msec(arg);
+        if (!ms || *ms > 86400 * 1000) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid value \"%V\" in "
                                "\"async_queue_retry_after\"",

@@ -1,13 +1,10 @@
-// async_job_zone: the shared memory behind request-reply jobs (the job
-// table, an admission queue for active=/length=, the stored results), its
-// configuration, and what a worker process does with it when it starts,
-// wakes up and exits.
+// The job store: async_job_zone, the shared memory behind request-reply
+// jobs (the job table, an admission queue for active=/length=, the stored
+// results), and the access to its records. What a worker does with it when
+// it starts, wakes up and exits is in ngx_http_async_job_process.cpp.
 #include "job/ngx_http_async_job.hpp"
 
-#include "core/parse.hpp"
-
-#include <cerrno>
-#include <csignal>
+#include "common/ngx_http_async_conf.hpp"
 
 static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
                                               void *data);
@@ -45,12 +42,6 @@ uint64_t ngx_http_async_job_now_ms()
 {
     ngx_time_t *tp = ngx_timeofday();
     return static_cast<uint64_t>(tp->sec) * 1000 + tp->msec;
-}
-
-static ngx_http_async_main_conf_t *ngx_http_async_job_main(ngx_cycle_t *cycle)
-{
-    return static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
 }
 
 // --- configuration --------------------------------------------------------
@@ -95,62 +86,55 @@ ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
     return zone;
 }
 
-static char *ngx_http_async_job_zone_bad(ngx_conf_t *cf, ngx_str_t *value)
-{
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\" in \"async_job_zone\"", value);
-    return static_cast<char *>(NGX_CONF_ERROR);
-}
+// The parameters of async_job_zone, read by ngx_http_async_conf_params.
+struct ngx_http_async_job_zone_conf_t {
+    ngx_http_async_zone_spec_t zone;
+    ngx_msec_t ttl;
+    size_t max_result;
+    ngx_uint_t active;
+    ngx_uint_t length;
+};
+
+static const ngx_http_async_conf_param_t ngx_http_async_job_zone_params[] = {
+    {"zone", conf_param_kind::zone,
+     offsetof(ngx_http_async_job_zone_conf_t, zone), 1,
+     NGX_MAX_SIZE_T_VALUE / 2, nullptr},
+    {"ttl", conf_param_kind::msec,
+     offsetof(ngx_http_async_job_zone_conf_t, ttl), 1, 366ULL * 86400 * 1000,
+     nullptr},
+    {"max_result", conf_param_kind::size,
+     offsetof(ngx_http_async_job_zone_conf_t, max_result), 1, UINT32_MAX / 2,
+     nullptr},
+    {"active", conf_param_kind::number,
+     offsetof(ngx_http_async_job_zone_conf_t, active), 1, 1000000, nullptr},
+    {"length", conf_param_kind::number,
+     offsetof(ngx_http_async_job_zone_conf_t, length), 0, 1000000, nullptr},
+};
 
 char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                         void *conf)
 {
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     (void) cmd;
     (void) conf;
 
-    ngx_str_t name = ngx_null_string;
-    size_t size = 0;
-    uint64_t ttl = default_ttl_ms, max_result = default_max_result;
-    uint64_t active = default_active, length = default_length;
-
-    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
-        std::string_view arg = async::view(value[i]);
-        if (auto z = async::parse_key_value(arg, "zone")) {
-            auto spec = async::parse_zone_spec(*z, NGX_MAX_SIZE_T_VALUE / 2);
-            if (!spec) {
-                return ngx_http_async_job_zone_bad(cf, &value[i]);
-            }
-            name = async::ngx_string_of(spec->name);
-            size = static_cast<size_t>(spec->size);
-        } else if (auto v = async::parse_key_value(arg, "ttl")) {
-            auto ms = async::parse_duration_ms(*v);
-            if (!ms || *ms == 0 || *ms > 366ULL * 86400 * 1000) {
-                return ngx_http_async_job_zone_bad(cf, &value[i]);
-            }
-            ttl = *ms;
-        } else if (auto v = async::parse_key_value(arg, "max_result")) {
-            auto n = async::parse_size(*v);
-            if (!n || *n == 0 || *n > UINT32_MAX / 2) {
-                return ngx_http_async_job_zone_bad(cf, &value[i]);
-            }
-            max_result = *n;
-        } else if (auto v = async::parse_key_value(arg, "active")) {
-            auto n = async::parse_count(*v);
-            if (!n || *n == 0 || *n > 1000000) {
-                return ngx_http_async_job_zone_bad(cf, &value[i]);
-            }
-            active = *n;
-        } else if (auto v = async::parse_key_value(arg, "length")) {
-            auto n = async::parse_count(*v);
-            if (!n || *n > 1000000) {
-                return ngx_http_async_job_zone_bad(cf, &value[i]);
-            }
-            length = *n;
-        } else {
-            return ngx_http_async_job_zone_bad(cf, &value[i]);
-        }
+    ngx_http_async_job_zone_conf_t p;
+    ngx_memzero(&p, sizeof(p));
+    p.ttl = NGX_CONF_UNSET_MSEC;
+    p.max_result = NGX_CONF_UNSET_SIZE;
+    p.active = NGX_CONF_UNSET_UINT;
+    p.length = NGX_CONF_UNSET_UINT;
+    if (ngx_http_async_conf_params(cf, 1, ngx_http_async_job_zone_params, &p)
+        != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
     }
+    ngx_conf_init_msec_value(p.ttl, default_ttl_ms);
+    ngx_conf_init_size_value(p.max_result, default_max_result);
+    ngx_conf_init_uint_value(p.active, default_active);
+    ngx_conf_init_uint_value(p.length, default_length);
+
+    ngx_str_t name = p.zone.name;
+    size_t size = p.zone.size;
+    uint64_t active = p.active, length = p.length;
     if (name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"async_job_zone\" needs zone=NAME:SIZE");
@@ -181,47 +165,33 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     zone->defined = true;
     zone->size = size;
-    zone->ttl = static_cast<ngx_msec_t>(ttl);
-    zone->max_result = static_cast<size_t>(max_result);
+    zone->ttl = p.ttl;
+    zone->max_result = p.max_result;
     zone->max_active = active;
     zone->length = length;
     return NGX_CONF_OK;
 }
 
-static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
-                                              void *data)
+static void ngx_http_async_job_attach(ngx_http_async_zone_t *base, void *block)
 {
-    auto *zone = static_cast<ngx_http_async_job_zone_t *>(shm_zone->data);
-    auto *old = static_cast<ngx_http_async_job_zone_t *>(data);
+    auto *zone = static_cast<ngx_http_async_job_zone_t *>(base);
+    zone->sh = static_cast<ngx_http_async_job_shared_t *>(block);
+    zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
+    zone->table = reinterpret_cast<async::job_table *>(
+        reinterpret_cast<u_char *>(zone->shpool) + zone->sh->table_offset);
+}
 
-    if (old != nullptr) {
-        // reload with the same name and size: keep every job and result
-        zone->shpool = old->shpool;
-        zone->sh = old->sh;
-        zone->q = old->q;
-        zone->table = old->table;
-        async::wake_set wake{};
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        zone->sh->ttl_ms = zone->ttl;
-        zone->sh->max_result = zone->max_result;
-        ngx_uint_t length = ngx_min(zone->length, zone->q->capacity);
-        async::ticket_queue_set_limits(zone->q,
-                                       static_cast<uint32_t>(zone->max_active),
-                                       static_cast<uint32_t>(length), &wake);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NGX_OK;
-    }
+static void ngx_http_async_job_reconfigure(ngx_http_async_zone_t *base)
+{
+    auto *zone = static_cast<ngx_http_async_job_zone_t *>(base);
+    zone->sh->ttl_ms = zone->ttl;
+    zone->sh->max_result = zone->max_result;
+}
 
-    zone->shpool = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
-    if (shm_zone->shm.exists) {
-        zone->sh =
-            static_cast<ngx_http_async_job_shared_t *>(zone->shpool->data);
-        zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
-        zone->table = reinterpret_cast<async::job_table *>(
-            reinterpret_cast<u_char *>(zone->shpool) + zone->sh->table_offset);
-        return NGX_OK;
-    }
-
+static void *ngx_http_async_job_create(ngx_http_async_zone_t *base,
+                                       ngx_shm_zone_t *shm_zone)
+{
+    auto *zone = static_cast<ngx_http_async_job_zone_t *>(base);
     uint32_t records = ngx_http_async_job_records_for(
         shm_zone->shm.size, zone->max_active, zone->length);
     size_t bytes = ngx_http_async_job_block_bytes(records, zone->length);
@@ -230,12 +200,11 @@ static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "async_job_zone \"%V\" is too small",
                       &shm_zone->shm.name);
-        return NGX_ERROR;
+        return nullptr;
     }
     ngx_memzero(mem, sizeof(ngx_http_async_job_shared_t));
     zone->sh = static_cast<ngx_http_async_job_shared_t *>(mem);
-    zone->sh->ttl_ms = zone->ttl;
-    zone->sh->max_result = zone->max_result;
+    ngx_http_async_job_reconfigure(zone);
     zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
     async::ticket_queue_init(zone->q, static_cast<uint32_t>(zone->length),
                              static_cast<uint32_t>(zone->max_active),
@@ -249,19 +218,21 @@ static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
     zone->sh->table_offset =
         static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->table)
                               - reinterpret_cast<u_char *>(zone->shpool));
-    zone->shpool->data = zone->sh;
-
-    size_t len = sizeof(" in async_job_zone \"\"") + shm_zone->shm.name.len;
-    zone->shpool->log_ctx =
-        static_cast<u_char *>(ngx_slab_alloc(zone->shpool, len));
-    if (zone->shpool->log_ctx != nullptr) {
-        ngx_sprintf(zone->shpool->log_ctx, " in async_job_zone \"%V\"%Z",
-                    &shm_zone->shm.name);
-    }
     // running out of room for a result is an answer (zone_full), not an
     // error line per job
     zone->shpool->log_nomem = 0;
-    return NGX_OK;
+    return mem;
+}
+
+static const ngx_http_async_zone_ops_t ngx_http_async_job_zone_ops = {
+    "async_job_zone", ngx_http_async_job_attach, ngx_http_async_job_reconfigure,
+    ngx_http_async_job_create};
+
+static ngx_int_t ngx_http_async_job_init_zone(ngx_shm_zone_t *shm_zone,
+                                              void *data)
+{
+    return ngx_http_async_zone_init(shm_zone, data,
+                                    ngx_http_async_job_zone_ops);
 }
 
 // Every zone named by async_job or async_job_status must be defined, and
@@ -379,143 +350,6 @@ void ngx_http_async_job_wake_watchers(ngx_http_async_job_zone_t *zone,
 void ngx_http_async_job_wake_all(ngx_http_async_job_zone_t *zone)
 {
     ngx_http_async_job_wake_watchers(zone, ~uint64_t{0});
-}
-
-ngx_int_t ngx_http_async_job_snapshot(ngx_http_async_job_zone_t *zone,
-                                      ngx_http_async_job_snapshot_t *out)
-{
-    if (zone->table == nullptr) {
-        return NGX_DECLINED;
-    }
-    out->name = zone->name;
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    const async::job_table *t = zone->table;
-    out->queued = t->count[static_cast<size_t>(async::job_state::queued)];
-    out->running = t->count[static_cast<size_t>(async::job_state::running)];
-    out->completed = t->count[static_cast<size_t>(async::job_state::completed)];
-    out->failed = t->count[static_cast<size_t>(async::job_state::failed)];
-    out->cancelled = t->count[static_cast<size_t>(async::job_state::cancelled)];
-    out->expired = t->counters.expired;
-    out->stored_bytes = t->stored_bytes;
-    out->max_result = zone->sh->max_result;
-    out->max_active = zone->q->max_active;
-    out->length = zone->q->length;
-    out->capacity = t->capacity;
-    out->counters = t->counters;
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-    return NGX_OK;
-}
-
-// --- processes -------------------------------------------------------------
-
-static bool ngx_http_async_job_pid_alive(int64_t pid)
-{
-    return kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
-}
-
-static void ngx_http_async_job_log_lost(ngx_cycle_t *cycle,
-                                        ngx_http_async_job_zone_t *zone,
-                                        uint32_t lost)
-{
-    if (lost > 0) {
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "async_job_zone \"%V\": %uD jobs of exited worker "
-                      "processes failed (worker_lost)",
-                      &zone->name, lost);
-    }
-}
-
-// A worker starts: take over this process slot (a crashed predecessor's
-// jobs fail with worker_lost, its queue places and slots are given back)
-// and set up this worker's tables.
-ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle)
-{
-    ngx_http_async_main_conf_t *amcf = ngx_http_async_job_main(cycle);
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
-        ngx_http_async_job_zone_t *zone = zones[i];
-        if (zone->table == nullptr) {
-            continue;
-        }
-        ngx_queue_init(&zone->runs);
-        ngx_queue_init(&zone->watched);
-        zone->by_node = async::pool_calloc_array<ngx_http_async_job_run_t *>(
-            cycle->pool, zone->q->capacity + 1);
-        zone->watches = async::pool_calloc_array<ngx_http_async_job_watch_t>(
-            cycle->pool, zone->table->capacity);
-        if (zone->by_node == nullptr || zone->watches == nullptr) {
-            return NGX_ERROR;
-        }
-        for (uint32_t k = 0; k < zone->table->capacity; k++) {
-            ngx_queue_init(&zone->watches[k].waiters);
-            zone->watches[k].index = k;
-        }
-
-        async::wake_set wake{};
-        uint64_t now = ngx_http_async_job_now_ms();
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        async::ticket_queue_claim(
-            zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_pid, &wake);
-        async::ticket_queue_reap(zone->q, ngx_http_async_job_pid_alive, &wake);
-        uint32_t lost = async::job_table_lose_owner(
-            zone->table, static_cast<uint32_t>(ngx_process_slot), ngx_pid, now,
-            zone->sh->ttl_ms);
-        lost += async::job_table_lose_dead(
-            zone->table, ngx_http_async_job_pid_alive, now, zone->sh->ttl_ms);
-        zone->seen_changes = zone->table->changes;
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-
-        ngx_http_async_job_log_lost(cycle, zone, lost);
-        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
-        if (lost > 0) {
-            ngx_http_async_job_wake_all(zone);
-        }
-    }
-    return NGX_OK;
-}
-
-void ngx_http_async_job_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_http_async_main_conf_t *amcf = ngx_http_async_job_main(cycle);
-    if (amcf == nullptr || amcf->job_zones.nelts == 0) {
-        return;
-    }
-    ngx_http_async_job_runs_exit(cycle);
-}
-
-// Safety timer: jobs and slots of processes that vanished, expired jobs.
-void ngx_http_async_job_reap(ngx_cycle_t *cycle)
-{
-    ngx_http_async_main_conf_t *amcf = ngx_http_async_job_main(cycle);
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
-        ngx_http_async_job_zone_t *zone = zones[i];
-        if (zone->table == nullptr) {
-            continue;
-        }
-        async::wake_set wake{};
-        uint64_t now = ngx_http_async_job_now_ms();
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        async::ticket_queue_reap(zone->q, ngx_http_async_job_pid_alive, &wake);
-        uint32_t lost = async::job_table_lose_dead(
-            zone->table, ngx_http_async_job_pid_alive, now, zone->sh->ttl_ms);
-        async::job_table_expire(zone->table, now, ngx_http_async_job_free_cb,
-                                zone);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        ngx_http_async_job_log_lost(cycle, zone, lost);
-        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
-        if (lost > 0) {
-            ngx_http_async_job_wake_all(zone);
-        }
-    }
-}
-
-void ngx_http_async_job_wake(ngx_cycle_t *cycle)
-{
-    ngx_http_async_job_runs_wake(cycle);
-    ngx_http_async_job_waiters_wake(cycle);
 }
 
 // Used by the expiry on demand when the table is full.
