@@ -119,7 +119,7 @@ static void ngx_http_async_queue_json_histogram(async::json_writer &w,
 
 static void ngx_http_async_queue_json(async::json_writer &w, const void *data)
 {
-    auto *rep = static_cast<const ngx_http_async_queue_report_t *>(data);
+    const auto *rep = static_cast<const ngx_http_async_queue_report_t *>(data);
     w.key("queue_zones");
     w.begin_object();
     for (ngx_uint_t i = 0; i < rep->n; i++) {
@@ -146,7 +146,7 @@ static void ngx_http_async_queue_json(async::json_writer &w, const void *data)
 static void ngx_http_async_queue_prometheus(async::prometheus_writer &w,
                                             const void *data)
 {
-    auto *rep = static_cast<const ngx_http_async_queue_report_t *>(data);
+    const auto *rep = static_cast<const ngx_http_async_queue_report_t *>(data);
     if (rep->n == 0) {
         return;
     }
