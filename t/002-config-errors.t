@@ -78,4 +78,8 @@ my ($rc, $out) = $ng->check_config(http => "async_queue_zone zone=a:1m per_cpu=4
     . server('location / { async_queue a; async_queue_status 429; async_queue_retry_after 2s; }'));
 is($rc, 0, 'a valid configuration passes nginx -t') or diag $out;
 
+($rc, $out) = $ng->check_config(http => server('location / { async_queue a; }')
+    . "\nasync_queue_zone zone=a:1m active=1;");
+is($rc, 0, 'a location may name a zone defined further down') or diag $out;
+
 done_testing;

@@ -43,6 +43,42 @@ ngx_int_t ngx_http_async_zone_init(ngx_shm_zone_t *shm_zone, void *data,
     return NGX_OK;
 }
 
+void ngx_http_async_zone_note_ref(ngx_conf_t *cf, ngx_http_async_zone_t *zone,
+                                  const ngx_str_t &directive)
+{
+    if (zone->ref_directive.len == 0) {
+        zone->ref_directive = directive;
+        zone->ref_file = cf->conf_file->file.name.data;
+        zone->ref_line = cf->conf_file->line;
+    }
+}
+
+char *ngx_http_async_zone_define(ngx_conf_t *cf, ngx_http_async_zone_t *zone,
+                                 const char *directive)
+{
+    if (zone->defined) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s \"%V\" is already defined",
+                           directive, &zone->name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    zone->defined = true;
+    return NGX_CONF_OK;
+}
+
+ngx_int_t ngx_http_async_zone_check_defined(ngx_conf_t *cf,
+                                            ngx_http_async_zone_t *zone,
+                                            const char *directive)
+{
+    if (zone->defined) {
+        return NGX_OK;
+    }
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "unknown %s \"%V\" in \"%V\" in %s:%ui", directive,
+                  &zone->name, &zone->ref_directive, zone->ref_file,
+                  zone->ref_line);
+    return NGX_ERROR;
+}
+
 bool ngx_http_async_pid_alive(int64_t pid)
 {
     return kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;

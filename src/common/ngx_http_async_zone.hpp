@@ -14,6 +14,10 @@ struct ngx_http_async_zone_t {
     ngx_uint_t max_active;
     ngx_uint_t length;
     ngx_shm_zone_t *shm_zone;
+    bool defined;            // by its directive; else only referenced
+    ngx_str_t ref_directive; // the first reference, for "unknown zone"
+    u_char *ref_file;
+    ngx_uint_t ref_line;
 
     // set up by the zone's init in every cycle
     ngx_slab_pool_t *shpool;
@@ -33,6 +37,61 @@ struct ngx_http_async_zone_ops_t {
     // it; nullptr (and an [emerg]) when it does not fit.
     void *(*create)(ngx_http_async_zone_t *zone, ngx_shm_zone_t *shm_zone);
 };
+
+// The zone named name of one kind (its shared memory tag), created at its
+// first definition or reference (size 0) and then pushed to zones, an
+// array of Z *: a location may name a zone before the http block defines
+// it.
+template <class Z>
+Z *ngx_http_async_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size,
+                           void *tag, ngx_array_t *zones,
+                           ngx_shm_zone_init_pt init)
+{
+    ngx_shm_zone_t *shm_zone = ngx_shared_memory_add(cf, name, size, tag);
+    if (shm_zone == nullptr) {
+        return nullptr;
+    }
+    if (shm_zone->data != nullptr) {
+        return static_cast<Z *>(shm_zone->data);
+    }
+    auto *zone = async::pool_calloc<Z>(cf->pool);
+    auto **slot = static_cast<Z **>(ngx_array_push(zones));
+    if (zone == nullptr || slot == nullptr) {
+        return nullptr;
+    }
+    zone->name = *name;
+    zone->shm_zone = shm_zone;
+    *slot = zone;
+    shm_zone->init = init;
+    shm_zone->data = zone;
+    return zone;
+}
+
+// A location's directive names zone: remembered for "unknown zone".
+void ngx_http_async_zone_note_ref(ngx_conf_t *cf, ngx_http_async_zone_t *zone,
+                                  const ngx_str_t &directive);
+
+// The zone's own directive: once per name.
+char *ngx_http_async_zone_define(ngx_conf_t *cf, ngx_http_async_zone_t *zone,
+                                 const char *directive);
+
+// postconfiguration: every zone a location named must be defined.
+ngx_int_t ngx_http_async_zone_check_defined(ngx_conf_t *cf,
+                                            ngx_http_async_zone_t *zone,
+                                            const char *directive);
+
+template <class Z>
+ngx_int_t ngx_http_async_zones_check_defined(ngx_conf_t *cf, ngx_array_t *zones,
+                                             const char *directive)
+{
+    auto *z = static_cast<Z **>(zones->elts);
+    for (ngx_uint_t i = 0; i < zones->nelts; i++) {
+        if (ngx_http_async_zone_check_defined(cf, z[i], directive) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
 
 // The shm_zone->init of a zone of the module. A reload with the same name
 // and size keeps the block and everything in it, and takes the new limits

@@ -52,10 +52,6 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     size_t size;
     ngx_msec_t ttl;
     size_t max_result;
-    bool defined;
-    ngx_str_t ref_directive; // the first reference, for "unknown zone"
-    u_char *ref_file;
-    ngx_uint_t ref_line;
     ngx_str_t status_prefix; // of the first async_job_status location
     bool has_submit;         // an async_job location uses it
 

@@ -49,28 +49,11 @@ uint64_t ngx_http_async_job_now_ms()
 static ngx_http_async_job_zone_t *
 ngx_http_async_job_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size)
 {
-    ngx_shm_zone_t *shm_zone =
-        ngx_shared_memory_add(cf, name, size, &ngx_http_async_job_zone_tag);
-    if (shm_zone == nullptr) {
-        return nullptr;
-    }
-    if (shm_zone->data != nullptr) {
-        return static_cast<ngx_http_async_job_zone_t *>(shm_zone->data);
-    }
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
-    auto *zone = async::pool_calloc<ngx_http_async_job_zone_t>(cf->pool);
-    auto **slot = static_cast<ngx_http_async_job_zone_t **>(
-        ngx_array_push(&amcf->job_zones));
-    if (zone == nullptr || slot == nullptr) {
-        return nullptr;
-    }
-    zone->name = *name;
-    zone->shm_zone = shm_zone;
-    *slot = zone;
-    shm_zone->init = ngx_http_async_job_init_zone;
-    shm_zone->data = zone;
-    return zone;
+    return ngx_http_async_zone_get<ngx_http_async_job_zone_t>(
+        cf, name, size, &ngx_http_async_job_zone_tag, &amcf->job_zones,
+        ngx_http_async_job_init_zone);
 }
 
 ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
@@ -78,10 +61,8 @@ ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
                                                        ngx_str_t directive)
 {
     ngx_http_async_job_zone_t *zone = ngx_http_async_job_zone_get(cf, name, 0);
-    if (zone != nullptr && zone->ref_directive.len == 0) {
-        zone->ref_directive = directive;
-        zone->ref_file = cf->conf_file->file.name.data;
-        zone->ref_line = cf->conf_file->line;
+    if (zone != nullptr) {
+        ngx_http_async_zone_note_ref(cf, zone, directive);
     }
     return zone;
 }
@@ -155,15 +136,11 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ngx_http_async_job_zone_t *zone =
         ngx_http_async_job_zone_get(cf, &name, size);
-    if (zone == nullptr) {
+    if (zone == nullptr
+        || ngx_http_async_zone_define(cf, zone, "async_job_zone")
+               != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    if (zone->defined) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "async_job_zone \"%V\" is already defined", &name);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    zone->defined = true;
     zone->size = size;
     zone->ttl = p.ttl;
     zone->max_result = p.max_result;
@@ -245,11 +222,8 @@ ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf)
         static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
     for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
         ngx_http_async_job_zone_t *zone = zones[i];
-        if (!zone->defined) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "unknown async_job_zone \"%V\" in \"%V\" in %s:%ui",
-                          &zone->name, &zone->ref_directive, zone->ref_file,
-                          zone->ref_line);
+        if (ngx_http_async_zone_check_defined(cf, zone, "async_job_zone")
+            != NGX_OK) {
             return NGX_ERROR;
         }
         if (zone->has_submit && zone->status_prefix.data == nullptr) {

@@ -514,18 +514,8 @@ ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf)
     *h = ngx_http_async_queue_handler;
 
     // every zone named by async_queue must be defined by async_queue_zone
-    ngx_int_t rc = NGX_OK;
-    async::list_each<ngx_shm_zone_t>(
-        cf->cycle->shared_memory, [&](ngx_shm_zone_t &shm) {
-            if (shm.tag == &ngx_http_async_module && shm.data == nullptr) {
-                ngx_log_error(
-                    NGX_LOG_EMERG, cf->log, 0,
-                    "unknown async_queue_zone \"%V\" in \"async_queue\"",
-                    &shm.shm.name);
-                rc = NGX_ERROR;
-                return false;
-            }
-            return true;
-        });
-    return rc;
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
+    return ngx_http_async_zones_check_defined<ngx_http_async_queue_zone_t>(
+        cf, &amcf->queue_zones, "async_queue_zone");
 }

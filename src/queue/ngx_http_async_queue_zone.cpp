@@ -7,6 +7,16 @@
 static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
                                                 void *data);
 
+static ngx_http_async_queue_zone_t *
+ngx_http_async_queue_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
+    return ngx_http_async_zone_get<ngx_http_async_queue_zone_t>(
+        cf, name, size, &ngx_http_async_module, &amcf->queue_zones,
+        ngx_http_async_queue_init_zone);
+}
+
 // ngx_slab_init keeps about one page descriptor per page plus its header.
 static constexpr size_t slab_page_overhead = 64;
 
@@ -27,6 +37,8 @@ static uint32_t ngx_http_async_queue_capacity_for_zone(size_t zone_size)
     return async::ticket_queue_capacity_for(
         usable - sizeof(ngx_http_async_queue_shared_t));
 }
+
+static const ngx_str_t async_queue_directive = ngx_string("async_queue");
 
 // The parameters of async_queue_zone, read by ngx_http_async_conf_params.
 struct ngx_http_async_queue_zone_conf_t {
@@ -57,8 +69,8 @@ static const ngx_http_async_conf_param_t ngx_http_async_queue_zone_params[] = {
 char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                           void *conf)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(conf);
     (void) cmd;
+    (void) conf;
 
     ngx_http_async_queue_zone_conf_t p;
     ngx_memzero(&p, sizeof(p));
@@ -106,55 +118,29 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return static_cast<char *>(NGX_CONF_ERROR);
     }
 
-    for (auto *zp = static_cast<ngx_http_async_queue_zone_t **>(
-                  amcf->queue_zones.elts),
-              *end = zp + amcf->queue_zones.nelts;
-         zp != end; ++zp) {
-        if ((*zp)->name.len == name.len
-            && ngx_strncmp((*zp)->name.data, name.data, name.len) == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "async_queue_zone \"%V\" is already defined",
-                               &name);
-            return static_cast<char *>(NGX_CONF_ERROR);
-        }
-    }
-
-    ngx_shm_zone_t *shm_zone =
-        ngx_shared_memory_add(cf, &name, size, &ngx_http_async_module);
-    if (shm_zone == nullptr) {
+    auto *zone = ngx_http_async_queue_zone_get(cf, &name, size);
+    if (zone == nullptr
+        || ngx_http_async_zone_define(cf, zone, "async_queue_zone")
+               != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    if (shm_zone->data != nullptr) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "shared memory zone \"%V\" is already in use",
-                           &name);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-
-    auto *zone = async::pool_calloc<ngx_http_async_queue_zone_t>(cf->pool);
-    auto **slot = static_cast<ngx_http_async_queue_zone_t **>(
-        ngx_array_push(&amcf->queue_zones));
-    if (zone == nullptr || slot == nullptr) {
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    zone->name = name;
     zone->max_active = active;
     zone->length = length;
     zone->timeout = p.timeout;
-    zone->shm_zone = shm_zone;
-    *slot = zone;
-
-    shm_zone->init = ngx_http_async_queue_init_zone;
-    shm_zone->data = zone;
     return NGX_CONF_OK;
 }
 
-// Zones referenced by async_queue before or without their definition.
+// A zone named by async_queue, before or without its definition.
 char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
                                     ngx_shm_zone_t **out)
 {
-    *out = ngx_shared_memory_add(cf, name, 0, &ngx_http_async_module);
-    return *out == nullptr ? static_cast<char *>(NGX_CONF_ERROR) : NGX_CONF_OK;
+    auto *zone = ngx_http_async_queue_zone_get(cf, name, 0);
+    if (zone == nullptr) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_http_async_zone_note_ref(cf, zone, async_queue_directive);
+    *out = zone->shm_zone;
+    return NGX_CONF_OK;
 }
 
 static void ngx_http_async_queue_attach(ngx_http_async_zone_t *base,
