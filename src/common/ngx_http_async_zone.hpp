@@ -93,6 +93,43 @@ ngx_int_t ngx_http_async_zones_check_defined(ngx_conf_t *cf, ngx_array_t *zones,
     return NGX_OK;
 }
 
+// Rows of S, one per zone whose memory is set up: a report's copy.
+template <class S>
+struct ngx_http_async_zone_rows_t {
+    S *rows;
+    ngx_uint_t n;
+};
+
+// Copies every zone of zones (an array of Z *) whose memory is set up into
+// a row, with copy(zone, row) under that zone's lock; nullptr: no memory.
+template <class Z, class S, class F>
+ngx_http_async_zone_rows_t<S> *
+ngx_http_async_zones_copy(ngx_pool_t *pool, const ngx_array_t &zones, F &&copy)
+{
+    auto *out = async::pool_calloc<ngx_http_async_zone_rows_t<S>>(pool);
+    if (out == nullptr) {
+        return nullptr;
+    }
+    if (zones.nelts > 0) {
+        out->rows = async::pool_calloc_array<S>(pool, zones.nelts);
+        if (out->rows == nullptr) {
+            return nullptr;
+        }
+    }
+    auto *z = static_cast<Z **>(zones.elts);
+    for (ngx_uint_t i = 0; i < zones.nelts; i++) {
+        Z *zone = z[i];
+        if (zone->q == nullptr) {
+            continue;
+        }
+        S &row = out->rows[out->n++];
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        copy(zone, row);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+    return out;
+}
+
 // The shm_zone->init of a zone of the module. A reload with the same name
 // and size keeps the block and everything in it, and takes the new limits
 // (waiters a larger max_active admitted belong to old workers, whose safety

@@ -17,10 +17,8 @@ struct ngx_http_async_job_snapshot_t {
     async::job_counters counters;
 };
 
-struct ngx_http_async_job_report_t {
-    ngx_http_async_job_snapshot_t *zones;
-    ngx_uint_t n;
-};
+using ngx_http_async_job_report_t =
+    ngx_http_async_zone_rows_t<ngx_http_async_job_snapshot_t>;
 
 using snapshot = ngx_http_async_job_snapshot_t;
 
@@ -46,35 +44,20 @@ static ngx_int_t ngx_http_async_job_snapshot(ngx_http_request_t *r, void **data,
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_get_module_main_conf(r, ngx_http_async_module));
-    auto *rep = async::pool_calloc<ngx_http_async_job_report_t>(r->pool);
+    auto *rep = ngx_http_async_zones_copy<ngx_http_async_job_zone_t, snapshot>(
+        r->pool, amcf->job_zones,
+        [](ngx_http_async_job_zone_t *zone, snapshot &out) {
+            const async::job_table *t = zone->table;
+            out.name = zone->name;
+            for (size_t s = 0; s < async::job_states; s++) {
+                out.count[s] = t->count[s];
+            }
+            out.stored_bytes = t->stored_bytes;
+            out.max_result = zone->sh->max_result;
+            out.counters = t->counters;
+        });
     if (rep == nullptr) {
         return NGX_ERROR;
-    }
-    ngx_uint_t n = amcf->job_zones.nelts;
-    if (n > 0) {
-        rep->zones = async::pool_calloc_array<snapshot>(r->pool, n);
-        if (rep->zones == nullptr) {
-            return NGX_ERROR;
-        }
-    }
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < n; i++) {
-        ngx_http_async_job_zone_t *zone = zones[i];
-        if (zone->table == nullptr) {
-            continue;
-        }
-        snapshot &out = rep->zones[rep->n++];
-        out.name = zone->name;
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        const async::job_table *t = zone->table;
-        for (size_t s = 0; s < async::job_states; s++) {
-            out.count[s] = t->count[s];
-        }
-        out.stored_bytes = t->stored_bytes;
-        out.max_result = zone->sh->max_result;
-        out.counters = t->counters;
-        ngx_shmtx_unlock(&zone->shpool->mutex);
     }
     *data = rep;
     *items = rep->n;
@@ -94,7 +77,7 @@ static void ngx_http_async_job_json(async::json_writer &w, const void *data)
     w.key("job_zones");
     w.begin_object();
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const snapshot &j = rep->zones[i];
+        const snapshot &j = rep->rows[i];
         w.key(async::view(j.name));
         w.begin_object();
         for (job_state s : held) {
@@ -154,7 +137,7 @@ static void ngx_http_async_job_prometheus(async::prometheus_writer &w,
     static constexpr std::string_view jobs = "nginx_async_job_jobs";
     w.family(jobs, metric_type::gauge, "Jobs held in the zone now, by state.");
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const snapshot &j = rep->zones[i];
+        const snapshot &j = rep->rows[i];
         for (job_state s : held) {
             w.sample(jobs,
                      {{"zone", async::view(j.name)},
@@ -167,7 +150,7 @@ static void ngx_http_async_job_prometheus(async::prometheus_writer &w,
     w.family(ended, metric_type::counter,
              "Jobs that ended, by outcome, since the zone was created.");
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const snapshot &j = rep->zones[i];
+        const snapshot &j = rep->rows[i];
         for (const auto &f : finished) {
             w.sample(ended,
                      {{"zone", async::view(j.name)},
@@ -196,8 +179,8 @@ static void ngx_http_async_job_prometheus(async::prometheus_writer &w,
     for (const auto &m : metrics) {
         w.family(m.name, m.type, m.help);
         for (ngx_uint_t i = 0; i < rep->n; i++) {
-            w.sample(m.name, {{"zone", async::view(rep->zones[i].name)}},
-                     m.value(rep->zones[i]));
+            w.sample(m.name, {{"zone", async::view(rep->rows[i].name)}},
+                     m.value(rep->rows[i]));
         }
     }
 }

@@ -19,10 +19,8 @@ struct ngx_http_async_queue_snapshot_t {
     async::histogram wait;
 };
 
-struct ngx_http_async_queue_report_t {
-    ngx_http_async_queue_snapshot_t *zones;
-    ngx_uint_t n;
-};
+using ngx_http_async_queue_report_t =
+    ngx_http_async_zone_rows_t<ngx_http_async_queue_snapshot_t>;
 
 // The gauges: JSON key, Prometheus family, its help.
 static constexpr struct {
@@ -62,36 +60,22 @@ static ngx_int_t ngx_http_async_queue_snapshot(ngx_http_request_t *r,
 {
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_get_module_main_conf(r, ngx_http_async_module));
-    auto *rep = async::pool_calloc<ngx_http_async_queue_report_t>(r->pool);
+    auto *rep = ngx_http_async_zones_copy<ngx_http_async_queue_zone_t,
+                                          ngx_http_async_queue_snapshot_t>(
+        r->pool, amcf->queue_zones,
+        [](ngx_http_async_queue_zone_t *zone,
+           ngx_http_async_queue_snapshot_t &out) {
+            out.name = zone->name;
+            out.active = zone->q->active;
+            out.max_active = zone->q->max_active;
+            out.waiting = zone->q->waiting;
+            out.length = zone->q->length;
+            out.timeout = zone->sh->timeout;
+            out.counters = zone->q->counters;
+            out.wait = zone->sh->wait;
+        });
     if (rep == nullptr) {
         return NGX_ERROR;
-    }
-    ngx_uint_t n = amcf->queue_zones.nelts;
-    if (n > 0) {
-        rep->zones = async::pool_calloc_array<ngx_http_async_queue_snapshot_t>(
-            r->pool, n);
-        if (rep->zones == nullptr) {
-            return NGX_ERROR;
-        }
-    }
-    auto *zones =
-        static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
-    for (ngx_uint_t i = 0; i < n; i++) {
-        ngx_http_async_queue_zone_t *zone = zones[i];
-        if (zone->q == nullptr) {
-            continue;
-        }
-        ngx_http_async_queue_snapshot_t &out = rep->zones[rep->n++];
-        out.name = zone->name;
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        out.active = zone->q->active;
-        out.max_active = zone->q->max_active;
-        out.waiting = zone->q->waiting;
-        out.length = zone->q->length;
-        out.timeout = zone->sh->timeout;
-        out.counters = zone->q->counters;
-        out.wait = zone->sh->wait;
-        ngx_shmtx_unlock(&zone->shpool->mutex);
     }
     *data = rep;
     *items = rep->n;
@@ -123,7 +107,7 @@ static void ngx_http_async_queue_json(async::json_writer &w, const void *data)
     w.key("queue_zones");
     w.begin_object();
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const ngx_http_async_queue_snapshot_t &q = rep->zones[i];
+        const ngx_http_async_queue_snapshot_t &q = rep->rows[i];
         w.key(async::view(q.name));
         w.begin_object();
         for (const auto &g : gauges) {
@@ -153,7 +137,7 @@ static void ngx_http_async_queue_prometheus(async::prometheus_writer &w,
     for (const auto &g : gauges) {
         w.family(g.family, metric_type::gauge, g.help);
         for (ngx_uint_t i = 0; i < rep->n; i++) {
-            const ngx_http_async_queue_snapshot_t &q = rep->zones[i];
+            const ngx_http_async_queue_snapshot_t &q = rep->rows[i];
             w.sample(g.family, {{"zone", async::view(q.name)}}, q.*g.field);
         }
     }
@@ -161,7 +145,7 @@ static void ngx_http_async_queue_prometheus(async::prometheus_writer &w,
     w.family("nginx_async_queue_timeout_seconds", metric_type::gauge,
              "How long a request may wait in the zone's queue (timeout=).");
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const ngx_http_async_queue_snapshot_t &q = rep->zones[i];
+        const ngx_http_async_queue_snapshot_t &q = rep->rows[i];
         w.sample_thousandths("nginx_async_queue_timeout_seconds",
                              {{"zone", async::view(q.name)}}, q.timeout);
     }
@@ -174,7 +158,7 @@ static void ngx_http_async_queue_prometheus(async::prometheus_writer &w,
              "(queue full), timed_out, cancelled (client left while "
              "waiting).");
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const ngx_http_async_queue_snapshot_t &q = rep->zones[i];
+        const ngx_http_async_queue_snapshot_t &q = rep->rows[i];
         for (const auto &o : outcomes) {
             w.sample(requests,
                      {{"zone", async::view(q.name)}, {"outcome", o.outcome}},
@@ -185,7 +169,7 @@ static void ngx_http_async_queue_prometheus(async::prometheus_writer &w,
     w.family("nginx_async_queue_wait_seconds", metric_type::histogram,
              "Time admitted requests waited for a slot (0 for passed).");
     for (ngx_uint_t i = 0; i < rep->n; i++) {
-        const ngx_http_async_queue_snapshot_t &q = rep->zones[i];
+        const ngx_http_async_queue_snapshot_t &q = rep->rows[i];
         w.histogram_seconds({{"zone", async::view(q.name)}},
                             async::histogram_cumulate(q.wait));
     }
