@@ -46,6 +46,7 @@ char *ngx_http_async_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                           void *conf);
 char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                                    const ngx_str_t &directive,
                                     ngx_shm_zone_t **out);
 char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                      void *conf);

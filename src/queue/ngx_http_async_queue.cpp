@@ -391,7 +391,6 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    (void) cmd;
 
     if (alcf->queue != NGX_CONF_UNSET_PTR) {
         return const_cast<char *>("is duplicate");
@@ -401,7 +400,7 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_OK;
     }
     ngx_shm_zone_t *shm_zone = nullptr;
-    if (ngx_http_async_queue_zone_ref(cf, &value[1], &shm_zone)
+    if (ngx_http_async_queue_zone_ref(cf, &value[1], cmd->name, &shm_zone)
         != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }

@@ -38,8 +38,6 @@ static uint32_t ngx_http_async_queue_capacity_for_zone(size_t zone_size)
         usable - sizeof(ngx_http_async_queue_shared_t));
 }
 
-static const ngx_str_t async_queue_directive = ngx_string("async_queue");
-
 // The parameters of async_queue_zone, read by ngx_http_async_conf_params.
 struct ngx_http_async_queue_zone_conf_t {
     ngx_http_async_zone_spec_t zone;
@@ -132,13 +130,14 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 // A zone named by async_queue, before or without its definition.
 char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                                    const ngx_str_t &directive,
                                     ngx_shm_zone_t **out)
 {
     auto *zone = ngx_http_async_queue_zone_get(cf, name, 0);
     if (zone == nullptr) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    ngx_http_async_zone_note_ref(cf, zone, async_queue_directive);
+    ngx_http_async_zone_note_ref(cf, zone, directive);
     *out = zone->shm_zone;
     return NGX_CONF_OK;
 }
