@@ -8,7 +8,7 @@
 #                             short fuzzing run
 #   ./build.sh test valgrind  the integration suites with nginx under memcheck
 #   ./build.sh fuzz [SECONDS] run every libFuzzer target in t/fuzz/
-#   ./build.sh lint           clang-tidy, cppcheck and clang-format checks
+#   ./build.sh lint           include layering, clang-tidy, cppcheck, clang-format
 #   ./build.sh run [ADDR]     start the demo in the foreground (127.0.0.1:8080)
 #   ./build.sh matrix [VER..] the module against every nginx in ../shared/nginx-src,
 #                             every suite against the newest stable one
@@ -73,7 +73,8 @@ commands:
   fuzz [SECONDS] build the libFuzzer targets t/fuzz/fuzz_*.cpp into
                  BUILD_DIR/fuzz and run each for SECONDS (default 30) on a
                  copy of its seed corpus t/fuzz/corpus/NAME
-  lint           clang-tidy (.clang-tidy) and cppcheck on src/, and a
+  lint           the include layering of src/ (t/tools/check_includes.pl),
+                 clang-tidy (.clang-tidy) and cppcheck on src/, and a
                  clang-format check (.clang-format) of src/ and t/unit/
   run [ADDR]     build and start nginx with examples/demo.conf in the
                  foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it;
@@ -543,6 +544,12 @@ cmd_lint() {
     local tree=$BUILD_DIR/nginx-default out=$BUILD_DIR/lint failed=()
     mkdir -p "$out"
     write_compile_commands "$tree" "$out/compile_commands.json"
+
+    log "lint: include layering (t/tools/check_includes.pl, docs/architecture.md)"
+    if ! (cd "$ROOT" && perl t/tools/check_includes.pl src) >"$out/includes.log" 2>&1; then
+        cat "$out/includes.log" >&2
+        failed+=(includes)
+    fi
 
     local srcs
     mapfile -t srcs < <(find "$ROOT/src" -name '*.cpp' | LC_ALL=C sort)

@@ -40,6 +40,8 @@ my $http = <<"EOF";
         location = /status { async_status; }
         location = /status/open { allow 127.0.0.1; deny all; async_status; }
         location = /status/closed { deny 127.0.0.1; allow all; async_status; }
+        location = /status/quiet { server_tokens off; async_status; }
+        location = /status/build { server_tokens build; async_status; }
 
         location = /burst {
             async_queue burst;
@@ -297,6 +299,27 @@ subtest 'format negotiation' => sub {
     is($r->{body}, '', 'HEAD: no body');
     $r = $ng->request('POST', '/status', body => 'x');
     is($r->{status}, 405, 'POST: 405');
+};
+
+subtest 'the nginx version only with server_tokens' => sub {
+    my ($r, $st) = status_json($ng, '/status/quiet');
+    ok($st, 'valid JSON') or diag $r->{body};
+    ok(!exists $st->{nginx_version}, 'server_tokens off: no nginx_version');
+    like($st->{version}, qr/^\d+\.\d+\.\d+$/, 'the module version stays');
+    ($r, $st) = status_json($ng, '/status/build');
+    like($st->{nginx_version}, qr/^1\.\d+\.\d+$/, 'server_tokens build: shown');
+
+    my ($pr, $p) = status_prom($ng, path => '/status/quiet?format=prometheus');
+    is_deeply($p->{errors}, [], 'valid text format');
+    my ($info) = @{ $p->{families}{nginx_async_info}{samples} || [] };
+    ok($info, 'nginx_async_info present') or diag $pr->{body};
+    is_deeply([sort keys %{ $info->{labels} }], ['version'],
+        'server_tokens off: no nginx_version label');
+
+    ($pr, $p) = status_prom($ng);
+    ($info) = @{ $p->{families}{nginx_async_info}{samples} || [] };
+    like($info->{labels}{nginx_version}, qr/^1\.\d+\.\d+$/,
+        'default (server_tokens on): nginx_version label');
 };
 
 subtest 'allow / deny' => sub {

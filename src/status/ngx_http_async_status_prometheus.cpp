@@ -1,151 +1,9 @@
 // async_status in the Prometheus text exposition format 0.0.4: one family
-// at a time, every zone's sample inside it, names nginx_async_*.
+// at a time, every zone's sample inside it, names nginx_async_*. The zones'
+// families come from the registered sections.
 #include "status/ngx_http_async_status.hpp"
 
 using async::metric_type;
-
-static void
-ngx_http_async_status_prom_queues(async::prometheus_writer &w,
-                                  const ngx_http_async_status_snapshot_t &s)
-{
-    if (s.nqueues == 0) {
-        return;
-    }
-    struct gauge {
-        std::string_view name;
-        std::string_view help;
-        uint32_t ngx_http_async_queue_snapshot_t::*field;
-    };
-    static constexpr gauge gauges[] = {
-        {"nginx_async_queue_active", "Requests holding a slot of the zone.",
-         &ngx_http_async_queue_snapshot_t::active},
-        {"nginx_async_queue_max_active",
-         "Slots of the zone (active= or per_cpu= times CPUs).",
-         &ngx_http_async_queue_snapshot_t::max_active},
-        {"nginx_async_queue_waiting", "Requests parked in the zone's queue.",
-         &ngx_http_async_queue_snapshot_t::waiting},
-        {"nginx_async_queue_length", "Places in the zone's queue (length=).",
-         &ngx_http_async_queue_snapshot_t::length},
-    };
-    for (const gauge &g : gauges) {
-        w.family(g.name, metric_type::gauge, g.help);
-        for (ngx_uint_t i = 0; i < s.nqueues; i++) {
-            const ngx_http_async_queue_snapshot_t &q = s.queues[i];
-            w.sample(g.name, {{"zone", async::view(q.name)}}, q.*g.field);
-        }
-    }
-
-    w.family("nginx_async_queue_timeout_seconds", metric_type::gauge,
-             "How long a request may wait in the zone's queue (timeout=).");
-    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
-        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
-        w.sample_thousandths("nginx_async_queue_timeout_seconds",
-                             {{"zone", async::view(q.name)}}, q.timeout);
-    }
-
-    static constexpr std::string_view requests =
-        "nginx_async_queue_requests_total";
-    w.family(requests, metric_type::counter,
-             "Requests that went through the zone, by outcome: passed "
-             "(admitted at once), queued (admitted after waiting), rejected "
-             "(queue full), timed_out, cancelled (client left while "
-             "waiting).");
-    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
-        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
-        std::string_view zone = async::view(q.name);
-        w.sample(requests, {{"zone", zone}, {"outcome", "passed"}},
-                 q.counters.passed);
-        w.sample(requests, {{"zone", zone}, {"outcome", "queued"}},
-                 q.counters.queued);
-        w.sample(requests, {{"zone", zone}, {"outcome", "rejected"}},
-                 q.counters.rejected);
-        w.sample(requests, {{"zone", zone}, {"outcome", "timed_out"}},
-                 q.counters.timed_out);
-        w.sample(requests, {{"zone", zone}, {"outcome", "cancelled"}},
-                 q.counters.cancelled);
-    }
-
-    w.family("nginx_async_queue_wait_seconds", metric_type::histogram,
-             "Time admitted requests waited for a slot (0 for passed).");
-    for (ngx_uint_t i = 0; i < s.nqueues; i++) {
-        const ngx_http_async_queue_snapshot_t &q = s.queues[i];
-        w.histogram_seconds({{"zone", async::view(q.name)}},
-                            async::histogram_cumulate(q.wait));
-    }
-}
-
-static void
-ngx_http_async_status_prom_jobs(async::prometheus_writer &w,
-                                const ngx_http_async_status_snapshot_t &s)
-{
-    if (s.njobs == 0) {
-        return;
-    }
-    using job = ngx_http_async_status_job_t;
-
-    static constexpr std::string_view jobs = "nginx_async_job_jobs";
-    w.family(jobs, metric_type::gauge, "Jobs held in the zone now, by state.");
-    static constexpr struct {
-        std::string_view state;
-        uint64_t job::*field;
-    } states[] = {{"queued", &job::queued},
-                  {"running", &job::running},
-                  {"completed", &job::completed},
-                  {"failed", &job::failed},
-                  {"cancelled", &job::cancelled}};
-    for (ngx_uint_t i = 0; i < s.njobs; i++) {
-        for (const auto &st : states) {
-            w.sample(
-                jobs,
-                {{"zone", async::view(s.jobs[i].name)}, {"state", st.state}},
-                s.jobs[i].*st.field);
-        }
-    }
-
-    static constexpr std::string_view finished =
-        "nginx_async_job_finished_total";
-    w.family(finished, metric_type::counter,
-             "Jobs that ended, by outcome, since the zone was created.");
-    static constexpr struct {
-        std::string_view outcome;
-        uint64_t job::*field;
-    } outcomes[] = {{"completed", &job::completed_total},
-                    {"failed", &job::failed_total},
-                    {"cancelled", &job::cancelled_total}};
-    for (ngx_uint_t i = 0; i < s.njobs; i++) {
-        for (const auto &o : outcomes) {
-            w.sample(
-                finished,
-                {{"zone", async::view(s.jobs[i].name)}, {"outcome", o.outcome}},
-                s.jobs[i].*o.field);
-        }
-    }
-
-    static constexpr struct {
-        std::string_view name;
-        metric_type type;
-        std::string_view help;
-        uint64_t job::*field;
-    } metrics[] = {
-        {"nginx_async_job_submitted_total", metric_type::counter,
-         "Jobs accepted (202) since the zone was created.", &job::submitted},
-        {"nginx_async_job_rejected_total", metric_type::counter,
-         "Jobs turned away (zone or queue full).", &job::rejected},
-        {"nginx_async_job_expired_total", metric_type::counter,
-         "Job results dropped after their retention time.", &job::expired},
-        {"nginx_async_job_stored_bytes", metric_type::gauge,
-         "Result bytes held in the zone now.", &job::stored_bytes},
-        {"nginx_async_job_max_result_bytes", metric_type::gauge,
-         "The largest result a job may store.", &job::max_result},
-    };
-    for (const auto &m : metrics) {
-        w.family(m.name, m.type, m.help);
-        for (ngx_uint_t i = 0; i < s.njobs; i++) {
-            w.sample(m.name, {{"zone", async::view(s.jobs[i].name)}},
-                     s.jobs[i].*m.field);
-        }
-    }
-}
 
 static void
 ngx_http_async_status_prom_fanout(async::prometheus_writer &w,
@@ -194,12 +52,17 @@ bool ngx_http_async_status_prometheus(async::prometheus_writer &w,
 {
     w.family("nginx_async_info", metric_type::gauge,
              "ngx_http_async_module and nginx versions.");
-    w.sample(
-        "nginx_async_info",
-        {{"version", async::module_version}, {"nginx_version", NGINX_VERSION}},
-        1);
-    ngx_http_async_status_prom_queues(w, s);
-    ngx_http_async_status_prom_jobs(w, s);
+    if (s.server_tokens) {
+        w.sample("nginx_async_info",
+                 {{"version", async::module_version},
+                  {"nginx_version", NGINX_VERSION}},
+                 1);
+    } else {
+        w.sample("nginx_async_info", {{"version", async::module_version}}, 1);
+    }
+    for (ngx_uint_t i = 0; i < s.nparts; i++) {
+        s.parts[i].section->prometheus(w, s.parts[i].data);
+    }
     ngx_http_async_status_prom_fanout(w, s);
     return w.ok();
 }
