@@ -2,17 +2,22 @@
 # The one entry point: build, test and run ngx_http_async_module.
 #
 #   ./build.sh [build]        install what is missing, build the module
-#   ./build.sh test           build, run unit tests and every Test::Nginx suite
+#   ./build.sh test           build, run unit tests, 3 s of every fuzzer and
+#                             every Test::Nginx suite
 #   ./build.sh test asan      the same with AddressSanitizer + UBSan, plus a
 #                             short fuzzing run
 #   ./build.sh test valgrind  the integration suites with nginx under memcheck
 #   ./build.sh fuzz [SECONDS] run every libFuzzer target in t/fuzz/
-#   ./build.sh lint           clang-tidy, cppcheck and clang-format checks
+#   ./build.sh lint           include layering, clang-tidy, cppcheck, clang-format
 #   ./build.sh run [ADDR]     start the demo in the foreground (127.0.0.1:8080)
+#   ./build.sh matrix [VER..] the module against every nginx in ../shared/nginx-src,
+#                             every suite against the newest stable one
+#   ./build.sh deb            the Debian package libnginx-mod-http-async
 #
 # Environment: NGINX_SRC (nginx source tree to build against, default the
 # distribution's nginx-dev tree), NGINX_CONFIGURE_FLAGS, CC, NGINX_BIN,
-# BUILD_DIR (default ./build), TEST_NGINX_SERVER_PORT.
+# BUILD_DIR (default ./build), TEST_NGINX_SERVER_PORT, NGINX_SRC_DIR (the
+# tarballs of `matrix`, default ../shared/nginx-src beside the checkout).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,7 +36,11 @@ TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                # async_status: the reference parser of the Prometheus text
                python3-prometheus-client
                # the browser test of the demo's job page (t/045-browser.t)
-               chromium chromium-driver)
+               chromium chromium-driver
+               # a few seconds of every libFuzzer target (cmd_fuzz)
+               clang libclang-rt-14-dev llvm
+               # HTTP/2 and HTTP/3 clients (t/060-http2.t, t/061-http3.t)
+               nghttp2-client ngtcp2-client python3-h2 openssl)
 # The sanitizer build and the fuzzers use clang (libFuzzer; one runtime for
 # ASan and UBSan); gcc's runtimes (ASAN_CC=gcc) come with g++.
 # llvm: llvm-symbolizer, for file:line in clang's sanitizer reports.
@@ -50,9 +59,11 @@ usage: ./build.sh [command]
 commands:
   build          install missing packages and build the module (default)
   test [MODE] [FILES]
-                 build, then run the cmocka unit tests and the Test::Nginx
-                 suites under t/ against the stock nginx binary; with
-                 FILES (t/NNN-x.t), only those suites.  MODE:
+                 build, then run the cmocka unit tests, every fuzzer for
+                 TEST_FUZZ_SECONDS (default 3, when clang++ is present)
+                 and the Test::Nginx suites under t/ against the stock
+                 nginx binary; with FILES (t/NNN-x.t), only those
+                 suites.  MODE:
                    asan      module and unit tests built with
                              AddressSanitizer + UndefinedBehaviorSanitizer,
                              nginx run with the runtime preloaded; any
@@ -62,10 +73,22 @@ commands:
   fuzz [SECONDS] build the libFuzzer targets t/fuzz/fuzz_*.cpp into
                  BUILD_DIR/fuzz and run each for SECONDS (default 30) on a
                  copy of its seed corpus t/fuzz/corpus/NAME
-  lint           clang-tidy (.clang-tidy) and cppcheck on src/, and a
+  lint           the include layering of src/ (t/tools/check_includes.pl),
+                 clang-tidy (.clang-tidy) and cppcheck on src/, and a
                  clang-format check (.clang-format) of src/ and t/unit/
   run [ADDR]     build and start nginx with examples/demo.conf in the
-                 foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it
+                 foreground on ADDR (default 127.0.0.1:8080); Ctrl-C stops it;
+                 NGINX_BIN and NGINX_SRC select another nginx (a matrix tree)
+  matrix [VERSION...]
+                 build the module against every nginx-*.tar.gz in
+                 NGINX_SRC_DIR (default ../shared/nginx-src; sha256 checked
+                 against its README) with gcc -Werror, and clang for the
+                 newest; build the newest stable nginx with the echo module,
+                 HTTP/2, HTTP/3, SSL and threads and run every suite against
+                 it; print a table (trees kept in BUILD_DIR/matrix)
+  deb            build the Debian package libnginx-mod-http-async
+                 (dh-sequence-nginx) into BUILD_DIR/deb; t/deb/test-deb.sh
+                 installs, checks and purges it (root, ASYNC_TEST_DEB=1)
   help           this text
 EOF
 }
@@ -232,7 +255,16 @@ cmd_test() {
     case "$mode" in
         plain)
             build_module default
-            [ $# -gt 0 ] || run_unit_tests
+            if [ $# -eq 0 ]; then
+                run_unit_tests
+                # every fuzzer gets a few seconds: some bugs (an id decoder
+                # reading past its input) only a fuzzer finds
+                if command -v clang++ >/dev/null 2>&1; then
+                    cmd_fuzz "${TEST_FUZZ_SECONDS:-3}"
+                else
+                    log "fuzz: clang++ missing, fuzzers skipped"
+                fi
+            fi
             run_integration_tests "$MODULE_SO" "$@"
             ;;
         asan) cmd_test_asan "$@" ;;
@@ -513,6 +545,12 @@ cmd_lint() {
     mkdir -p "$out"
     write_compile_commands "$tree" "$out/compile_commands.json"
 
+    log "lint: include layering (t/tools/check_includes.pl, docs/architecture.md)"
+    if ! (cd "$ROOT" && perl t/tools/check_includes.pl src) >"$out/includes.log" 2>&1; then
+        cat "$out/includes.log" >&2
+        failed+=(includes)
+    fi
+
     local srcs
     mapfile -t srcs < <(find "$ROOT/src" -name '*.cpp' | LC_ALL=C sort)
     log "lint: clang-tidy (${#srcs[@]} files, config .clang-tidy)"
@@ -555,12 +593,245 @@ cmd_lint() {
     log "lint: clean"
 }
 
+# --- version matrix -----------------------------------------------------------
+
+# The module against every nginx source tarball in NGINX_SRC_DIR (default
+# ../shared/nginx-src beside the checkout; its README lists their sha256):
+# gcc for each, clang too for the newest, under -Werror; for the newest
+# stable line (even minor) nginx itself with the echo module, HTTP/2,
+# HTTP/3, SSL and threads, and every suite against that binary.  Trees stay
+# under BUILD_DIR/matrix and are reconfigured only when their inputs change.
+MATRIX_PACKAGES=(clang libssl-dev libpcre2-dev zlib1g-dev)
+# What the stable build needs besides the issue's four flags: the modules
+# Debian's nginx has and the suites' target locations use (sub_filter,
+# addition, auth_request...); ssi, gzip, limit_req are on by default.
+MATRIX_FULL_FLAGS="--with-threads --with-http_ssl_module --with-http_v2_module
+    --with-http_v3_module --with-http_sub_module --with-http_addition_module
+    --with-http_auth_request_module --with-http_realip_module
+    --with-http_gunzip_module --with-http_gzip_static_module
+    --with-http_slice_module --with-http_stub_status_module
+    --with-http_dav_module --with-http_secure_link_module
+    --with-http_random_index_module --with-pcre-jit"
+
+matrix_src_dir() {
+    local dir=${NGINX_SRC_DIR:-$ROOT/../shared/nginx-src}
+    [ -f "$dir/README.md" ] \
+        || die "matrix: no nginx tarballs in $dir (set NGINX_SRC_DIR)"
+    (cd "$dir" && pwd)
+}
+
+# The sha256 that NGINX_SRC_DIR/README.md gives for a file.
+matrix_sha_expected() {
+    awk -v f="$2" '$2 == f && $1 ~ /^[0-9a-f]+$/ && length($1) == 64 { print $1 }' \
+        "$1/README.md"
+}
+
+# Checks a tarball against the README and unpacks it into DEST once per
+# checksum.
+matrix_unpack() {
+    local dir=$1 file=$2 dest=$3 want got
+    want=$(matrix_sha_expected "$dir" "$file")
+    [ -n "$want" ] || die "matrix: $file has no sha256 in $dir/README.md"
+    if [ -f "$dest/.unpacked" ] && [ "$(cat "$dest/.unpacked")" = "$want" ]; then
+        return 0
+    fi
+    got=$(sha256sum "$dir/$file" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || die "matrix: $file: sha256 $got, README says $want"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    tar -xzf "$dir/$file" -C "$dest" --strip-components=1 \
+        || die "matrix: unpacking $file failed"
+    printf '%s\n' "$want" >"$dest/.unpacked"
+}
+
+# Configures TREE from SRC with compiler CC and configure FLAGS, unless
+# the stamp says the same inputs already did.
+matrix_configure() {
+    local src=$1 tree=$2 cc=$3 flags=$4 want
+    want="$ROOT|$(cat "$src/.unpacked")|$cc|$flags|$(cd "$ROOT" && find src -type f | LC_ALL=C sort | tr '\n' ' ')"
+    if [ -f "$tree/.configured" ] && [ ! "$ROOT/config" -nt "$tree/.configured" ] \
+            && [ "$(cat "$tree/.configured")" = "$want" ]; then
+        return 0
+    fi
+    rm -rf "$tree"
+    cp -a "$src" "$tree"
+    # shellcheck disable=SC2086
+    if (cd "$tree" && ./configure --with-compat --with-cc="$cc" \
+            --with-cc-opt="-g -O2 -fPIC -Werror" $flags \
+            --add-dynamic-module="$ROOT" >"$tree/configure.log" 2>&1); then
+        printf '%s\n' "$want" >"$tree/.configured"
+    else
+        echo failed >"$tree/.configure-failed"
+    fi
+}
+
+cmd_matrix() {
+    mkdir -p "$BUILD_DIR"
+    ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" \
+        "${MATRIX_PACKAGES[@]}"
+    local dir m=$BUILD_DIR/matrix
+    dir=$(matrix_src_dir)
+    mkdir -p "$m/src"
+
+    local all=() v
+    mapfile -t all < <(cd "$dir" && ls nginx-*.tar.gz 2>/dev/null \
+        | sed -e 's/^nginx-//' -e 's/\.tar\.gz$//' | sort -V)
+    [ ${#all[@]} -gt 0 ] || die "matrix: no nginx-*.tar.gz in $dir"
+    local versions=("${all[@]}")
+    if [ $# -gt 0 ]; then
+        versions=()
+        for v in "$@"; do
+            [ -f "$dir/nginx-$v.tar.gz" ] || die "matrix: no nginx-$v.tar.gz in $dir"
+            versions+=("$v")
+        done
+    fi
+    # the newest overall gets clang too; the newest stable (even minor)
+    # gets the full build and the suites
+    local newest=${all[-1]} stable=''
+    for v in "${all[@]}"; do
+        [ $(( $(echo "$v" | cut -d. -f2) % 2 )) -eq 0 ] && stable=$v
+    done
+    local echo_tar
+    echo_tar=$(cd "$dir" && ls echo-nginx-module-*.tar.gz 2>/dev/null | head -1 || true)
+
+    # rows: "version compiler kind"; kind: module or full
+    local rows=() row
+    for v in "${versions[@]}"; do
+        if [ "$v" = "$stable" ] && [ -n "$echo_tar" ]; then
+            rows+=("$v gcc full")
+        else
+            rows+=("$v gcc module")
+        fi
+        [ "$v" = "$newest" ] && rows+=("$v clang module")
+    done
+
+    log "matrix: unpacking ${#versions[@]} trees (sha256 from $dir/README.md)"
+    local pids=()
+    for v in "${versions[@]}"; do
+        matrix_unpack "$dir" "nginx-$v.tar.gz" "$m/src/nginx-$v" & pids+=($!)
+    done
+    [ -n "$echo_tar" ] && { matrix_unpack "$dir" "$echo_tar" "$m/src/echo" & pids+=($!); }
+    local pid
+    for pid in "${pids[@]}"; do wait "$pid" || die "matrix: unpacking failed"; done
+
+    # configure is a long chain of tiny compiles: run them all at once
+    log "matrix: configuring ${#rows[@]} trees"
+    pids=()
+    local ver cc kind tree flags
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        tree=$m/$ver-$cc
+        flags=''
+        [ "$kind" = full ] && flags="$MATRIX_FULL_FLAGS --add-dynamic-module=$m/src/echo"
+        rm -f "$tree/.configure-failed"
+        matrix_configure "$m/src/nginx-$ver" "$tree" "$cc" "$flags" & pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || true; done
+
+    local -A built tests
+    local jobs status=0 target
+    jobs=$(nproc 2>/dev/null || echo 2)
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        tree=$m/$ver-$cc
+        if [ -f "$tree/.configure-failed" ]; then
+            tail -20 "$tree/configure.log" >&2
+            built[$row]="configure failed"
+            status=1
+            continue
+        fi
+        target=modules
+        [ "$kind" = full ] && target=build
+        log "matrix: nginx $ver, $cc: make $target"
+        if make -j"$jobs" -C "$tree" -f objs/Makefile "$target" \
+                >"$tree/make.log" 2>&1; then
+            built[$row]=built
+        else
+            grep -E 'error|warning' "$tree/make.log" | head -20 >&2
+            built[$row]="FAILED ($tree/make.log)"
+            status=1
+        fi
+    done
+
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        tests[$row]='-'
+        [ "$kind" = full ] && [ "${built[$row]}" = built ] || continue
+        tree=$m/$ver-$cc
+        log "matrix: every suite against nginx $ver ($tree/objs/nginx)"
+        local out=$m/prove-$ver.log
+        if (NGINX_BIN=$tree/objs/nginx \
+                ECHO_MODULE=$tree/objs/ngx_http_echo_module.so \
+                TEST_NGINX_SERVROOT=$m/servroot \
+                run_integration_tests "$tree/objs/ngx_http_async_module.so" \
+                    "$ROOT"/t/[0-9]*.t) 2>&1 | tee "$out" >&2 \
+                && grep -q '^Result: PASS' "$out"; then
+            tests[$row]="PASS $(matrix_prove_counts "$out")"
+        else
+            tests[$row]="FAIL $(matrix_prove_counts "$out") ($out)"
+            status=1
+        fi
+    done
+
+    printf '\n%-8s  %-9s  %-8s  %s\n' nginx compiler module "nginx + every suite"
+    for row in "${rows[@]}"; do
+        read -r ver cc kind <<<"$row"
+        printf '%-8s  %-9s  %-8s  %s\n' "$ver" "$cc" "${built[$row]}" "${tests[$row]}"
+    done
+    [ $status -eq 0 ] || die "matrix: failures above"
+}
+
+# "N tests in M files" from prove's summary line.
+matrix_prove_counts() {
+    perl -ne 'print "$2 tests in $1 files" if /^Files=(\d+), Tests=(\d+)/' "$1"
+}
+
+# --- Debian package -------------------------------------------------------------
+
+# Built the way Debian builds its libnginx-mod-* packages: debian/ uses
+# dh-sequence-nginx, which configures against nginx-dev's tree with
+# Debian's flags and makes the package depend on that nginx's exact ABI.
+DEB_PACKAGES=(debhelper dpkg-dev nginx-dev libsimdjson-dev libssl-dev g++)
+
+cmd_deb() {
+    mkdir -p "$BUILD_DIR"
+    ensure_packages "${BUILD_PACKAGES[@]}" "${DEB_PACKAGES[@]}"
+    local out=$BUILD_DIR/deb version src
+    version=$(dpkg-parsechangelog -l "$ROOT/debian/changelog" -S Version)
+    src=$out/ngx-http-async-$version
+    rm -rf "$out"
+    mkdir -p "$src"
+    # a copy of the sources alone: the package never sees BUILD_DIR
+    (cd "$ROOT" && tar -cf - config src debian docs examples README.md) \
+        | tar -xf - -C "$src"
+    log "deb: dpkg-buildpackage in $src"
+    (cd "$src" && DEB_BUILD_OPTIONS="parallel=$(nproc 2>/dev/null || echo 2)" \
+        dpkg-buildpackage -b -us -uc) >"$out/build.log" 2>&1 \
+        || { tail -40 "$out/build.log" >&2; die "deb: build failed, see $out/build.log"; }
+    local deb
+    deb=$(ls "$out"/libnginx-mod-http-async_*.deb)
+    log "deb: $(dpkg-deb -f "$deb" Package Version Depends | tr '\n' ' ')"
+    printf '%s\n' "$deb"
+}
+
 # --- demo -------------------------------------------------------------------
 
 cmd_run() {
     local listen=${1:-127.0.0.1:8080}
     ensure_packages "${BUILD_PACKAGES[@]}" libnginx-mod-http-echo
-    build_module default
+    # Another nginx (NGINX_BIN, NGINX_SRC: e.g. a tree of ./build.sh
+    # matrix): the module is built against its tree in a variant of its
+    # own, and the echo module comes from beside its binary.
+    local variant=default
+    if [ "$NGINX_SRC" != "$DEBIAN_NGINX_SRC" ]; then
+        variant=run-$(basename "$NGINX_SRC")
+    fi
+    local bin_dir
+    bin_dir=$(dirname "$(command -v "$NGINX_BIN" || echo "$NGINX_BIN")")
+    if [ -f "$bin_dir/ngx_http_echo_module.so" ]; then
+        ECHO_MODULE=$bin_dir/ngx_http_echo_module.so
+    fi
+    build_module "$variant"
     local prefix=$BUILD_DIR/demo
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
     sed -e "s#@LISTEN@#$listen#g" \
@@ -599,6 +870,8 @@ case "$command" in
     run) cmd_run "$@" ;;
     fuzz) cmd_fuzz "$@" ;;
     lint) cmd_lint "$@" ;;
+    matrix) cmd_matrix "$@" ;;
+    deb) cmd_deb "$@" ;;
     help|-h|--help) usage ;;
     *) usage; exit 2 ;;
 esac

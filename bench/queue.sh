@@ -7,22 +7,28 @@
 # 1. overhead of async_queue with free slots vs the same location without it
 # 2. memory per parked request and drain time with 10,000 parked
 # 3. wake latency from a slot's release to the parked request's answer
-# 4. the same overload through HAProxy (maxconn + timeout queue) and here
+# 4. the same overload through HAProxy (maxconn + timeout queue) and here,
+#    over HTTP/1.1 (wrk) and over HTTP/2 (h2load: streams of few connections)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${1:-5}
 BASE=${BENCH_PORT:-8700}
-FRONT=$BASE BACK=$((BASE + 1)) HAP=$((BASE + 2))
+FRONT=$BASE BACK=$((BASE + 1)) HAP=$((BASE + 2)) H2=$((BASE + 3))
 WORK=$(mktemp -d /tmp/async-bench-queue.XXXXXX)
 NGINX=${NGINX_BIN:-/usr/sbin/nginx}
 
-for tool in wrk haproxy python3; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk haproxy)" >&2; exit 1; }
+for tool in wrk haproxy python3 h2load; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk haproxy nghttp2-client)" >&2; exit 1; }
 done
 SO=$("$ROOT/build.sh" build 2>/dev/null | tail -1)
 ECHO_SO=/usr/lib/nginx/modules/ngx_http_echo_module.so
 ulimit -n "$(ulimit -Hn)"
+# h2c: `listen ... http2` before nginx 1.25.1, `http2 on;` since
+H2_LISTEN=http2 H2_ON=
+if printf '%s\n' 1.25.1 "$("$NGINX" -v 2>&1 | sed 's#.*nginx/##')" | sort -V -C; then
+    H2_LISTEN= H2_ON='http2 on;'
+fi
 
 cleanup() {
     for d in front back; do
@@ -84,6 +90,17 @@ start_nginx front "
         location /lr { limit_req zone=lr burst=20000; echo ok; }
         location /wake/hold { async_queue wake; echo_sleep 0.05; echo held; }
         location /wake/go { async_queue wake; echo ok; }
+        location /over {
+            async_queue over;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+            proxy_pass http://back/b;
+        }
+    }
+    server {
+        listen 127.0.0.1:$H2 $H2_LISTEN backlog=16384 reuseport;
+        $H2_ON
+        http2_max_concurrent_streams 128;
         location /over {
             async_queue over;
             proxy_http_version 1.1;
@@ -235,12 +252,27 @@ overload() { # port path
 read -r h_ok h_rej h_p99 h_rps <<<"$(overload "$HAP" /b)"
 sleep 1
 read -r m_ok m_rej m_p99 m_rps <<<"$(overload "$FRONT" /over)"
+sleep 1
+# the same 2,000 clients as streams: 100 connections x 20 streams each;
+# h2load prints no percentiles: p99 from its per-request log
+overload_h2() { # port path
+    h2load -t2 -c100 -m20 -D"$SECS" --log-file="$WORK/h2.log" \
+        "http://127.0.0.1:$1$2" >"$WORK/h2.out" 2>&1 || true
+    local ok rej rps p99
+    read -r ok rej <<<"$(awk '/^status codes:/ {print $3, $9}' "$WORK/h2.out")"
+    rps=$(awk '/^finished in/ {print $4}' "$WORK/h2.out")
+    p99=$(awk '{print $3}' "$WORK/h2.log" | sort -n \
+        | awk '{a[NR] = $1} END {if (NR) printf "%.2fms", a[int(NR * 0.99 + 0.5)] / 1000}')
+    echo "${ok:-0} ${rej:-0} ${p99:--} ${rps:--}"
+}
+read -r m2_ok m2_rej m2_p99 m2_rps <<<"$(overload_h2 "$H2" /over)"
 echo "### 4. Overload: 2,000 clients, 100 slots, 1,000 queue places, 50 ms backend (wrk -t2 -c2000, ${SECS}s)"
 echo
 echo "| front | served (2xx) | rejected (503) | requests/s | p99 latency |"
 echo "|---|---|---|---|---|"
 echo "| HAProxy \`maxconn 100\`, 503 when \`queue(be) ge 1000\`, \`timeout queue 10s\` | $h_ok | $h_rej | $h_rps | $h_p99 |"
 echo "| nginx \`async_queue_zone active=100 length=1000 timeout=10s\` | $m_ok | $m_rej | $m_rps | $m_p99 |"
+echo "| the same over HTTP/2 (h2load -t2 -c100 -m20: 2,000 streams on 100 connections) | $m2_ok | $m2_rej | $m2_rps | $m2_p99 |"
 echo
 over=$(curl -s "http://127.0.0.1:$FRONT/status" | python3 -c 'import json,sys; z=json.load(sys.stdin)["queue_zones"]["over"]; print(z["active"], z["waiting"])')
 echo "Zone after the run (active, waiting): $over."

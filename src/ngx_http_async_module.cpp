@@ -1,9 +1,14 @@
 // Module shell: directive table, module context, conf create/merge and the
-// process hooks. Each concern's behaviour lives in its own glue file.
+// process hooks. Each concern's behaviour lives in its own glue file; the
+// shell is the one place that knows them all and wires them together.
 #include "ngx_http_async_module.hpp"
+#include "common/ngx_http_async_conf.hpp"
+#include "common/ngx_http_async_stats.hpp"
+#include "common/ngx_http_async_status_section.hpp"
+#include "fanout/ngx_http_async_fanout.hpp"
 #include "job/ngx_http_async_job.hpp"
 #include "queue/ngx_http_async_queue.hpp"
-#include "common/ngx_http_async_stats.hpp"
+#include "status/ngx_http_async_status.hpp"
 
 static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf);
@@ -13,6 +18,27 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
                                            void *child);
 static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle);
 static void ngx_http_async_exit_process(ngx_cycle_t *cycle);
+
+static ngx_conf_num_bounds_t ngx_http_async_queue_status_bounds = {
+    ngx_conf_check_num_bounds, 400, 599};
+
+// A call's budget must fit a timer (ngx_msec_int_t on every platform).
+static ngx_http_async_conf_bounds_t ngx_http_async_fetch_timeout_bounds = {
+    ngx_http_async_conf_msec_bounds, 1, NGX_MAX_INT32_VALUE};
+
+// The capture buffer grows by doubling: keep that far from overflow.
+static ngx_http_async_conf_bounds_t ngx_http_async_fetch_max_size_bounds = {
+    ngx_http_async_conf_size_bounds, 0, NGX_MAX_SIZE_T_VALUE / 8};
+
+static ngx_http_async_conf_bounds_t ngx_http_async_job_max_wait_bounds = {
+    ngx_http_async_conf_msec_bounds, 0, 86400 * 1000};
+
+static ngx_conf_enum_t ngx_http_async_aggregate_values[] = {
+    {ngx_string("json"), static_cast<ngx_uint_t>(fanout_aggregate::json)},
+    {ngx_string("concat"), static_cast<ngx_uint_t>(fanout_aggregate::concat)},
+    {ngx_string("multipart"),
+     static_cast<ngx_uint_t>(fanout_aggregate::multipart)},
+    {ngx_null_string, 0}};
 
 static ngx_command_t ngx_http_async_commands[] = {
 
@@ -28,8 +54,9 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_queue_status"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
          | NGX_CONF_TAKE1,
-     ngx_http_async_queue_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     nullptr},
+     ngx_conf_set_num_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_http_async_loc_conf_t, queue_status),
+     &ngx_http_async_queue_status_bounds},
 
     {ngx_string("async_queue_retry_after"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
@@ -46,8 +73,9 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_fetch_timeout"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
          | NGX_CONF_TAKE1,
-     ngx_http_async_fetch_timeout_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     nullptr},
+     ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_http_async_loc_conf_t, fetch_timeout),
+     &ngx_http_async_fetch_timeout_bounds},
 
     {ngx_string("async_timeout"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
@@ -57,13 +85,16 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_aggregate"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
          | NGX_CONF_TAKE1,
-     ngx_http_async_aggregate_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+     ngx_conf_set_enum_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_http_async_loc_conf_t, aggregate),
+     ngx_http_async_aggregate_values},
 
     {ngx_string("async_fetch_max_size"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
          | NGX_CONF_TAKE1,
-     ngx_http_async_fetch_max_size_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     nullptr},
+     ngx_conf_set_size_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_http_async_loc_conf_t, fetch_max_size),
+     &ngx_http_async_fetch_max_size_bounds},
 
     {ngx_string("async_job_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
      ngx_http_async_job_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
@@ -81,8 +112,9 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_job_max_wait"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
          | NGX_CONF_TAKE1,
-     ngx_http_async_job_max_wait_directive, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     nullptr},
+     ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_http_async_loc_conf_t, job_max_wait),
+     &ngx_http_async_job_max_wait_bounds},
 
     ngx_null_command};
 
@@ -126,6 +158,15 @@ static ngx_int_t ngx_http_async_preconfiguration(ngx_conf_t *cf)
 
 static ngx_int_t ngx_http_async_postconfiguration(ngx_conf_t *cf)
 {
+    // async_status reports the sections in this order
+    if (ngx_http_async_status_section_add(cf,
+                                          &ngx_http_async_queue_status_section)
+            != NGX_OK
+        || ngx_http_async_status_section_add(cf,
+                                             &ngx_http_async_job_status_section)
+               != NGX_OK) {
+        return NGX_ERROR;
+    }
     if (ngx_http_async_stats_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -151,6 +192,11 @@ static void *ngx_http_async_create_main_conf(ngx_conf_t *cf)
         != NGX_OK) {
         return nullptr;
     }
+    if (ngx_array_init(&amcf->status_sections, cf->pool, 2,
+                       sizeof(const ngx_http_async_status_section_t *))
+        != NGX_OK) {
+        return nullptr;
+    }
     return amcf;
 }
 
@@ -162,7 +208,7 @@ static void *ngx_http_async_create_loc_conf(ngx_conf_t *cf)
     }
     alcf->status = NGX_CONF_UNSET;
     alcf->queue = static_cast<ngx_shm_zone_t *>(NGX_CONF_UNSET_PTR);
-    alcf->queue_status = NGX_CONF_UNSET_UINT;
+    alcf->queue_status = NGX_CONF_UNSET;
     alcf->queue_retry_after = NGX_CONF_UNSET;
     alcf->fetch_timeout = NGX_CONF_UNSET_MSEC;
     alcf->fanout_timeout = NGX_CONF_UNSET_MSEC;
@@ -186,8 +232,8 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
         conf->queue_priority = prev->queue_priority; // set with the queue
     }
     ngx_conf_merge_ptr_value(conf->queue, prev->queue, nullptr);
-    ngx_conf_merge_uint_value(conf->queue_status, prev->queue_status,
-                              NGX_HTTP_SERVICE_UNAVAILABLE);
+    ngx_conf_merge_value(conf->queue_status, prev->queue_status,
+                         NGX_HTTP_SERVICE_UNAVAILABLE);
     ngx_conf_merge_value(conf->queue_retry_after, prev->queue_retry_after,
                          NGX_HTTP_ASYNC_RETRY_AFTER_AUTO);
     // async_fetch lines belong to their location: not inherited

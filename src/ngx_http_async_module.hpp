@@ -11,10 +11,11 @@ constexpr ngx_int_t NGX_HTTP_ASYNC_RETRY_AFTER_AUTO = -2;
 constexpr ngx_int_t NGX_HTTP_ASYNC_RETRY_AFTER_OFF = -3;
 
 struct ngx_http_async_main_conf_t {
-    ngx_array_t queue_zones;    // ngx_http_async_queue_zone_t *
-    ngx_array_t job_zones;      // ngx_http_async_job_zone_t *
-    ngx_shm_zone_t *stats_zone; // module-wide counters (stats.cpp)
-    ngx_flag_t stats_used;      // a location uses the module
+    ngx_array_t queue_zones;     // ngx_http_async_queue_zone_t *
+    ngx_array_t job_zones;       // ngx_http_async_job_zone_t *
+    ngx_array_t status_sections; // const ngx_http_async_status_section_t *
+    ngx_shm_zone_t *stats_zone;  // module-wide counters (stats.cpp)
+    ngx_flag_t stats_used;       // a location uses the module
 };
 
 struct ngx_http_async_job_loc_t;
@@ -23,7 +24,7 @@ struct ngx_http_async_loc_conf_t {
     ngx_flag_t status;                        // async_status
     ngx_shm_zone_t *queue;                    // async_queue; nullptr: off
     ngx_http_complex_value_t *queue_priority; // priority=; nullptr: 0
-    ngx_uint_t queue_status;                  // async_queue_status
+    ngx_int_t queue_status;                   // async_queue_status
     ngx_int_t queue_retry_after;              // seconds, or _AUTO / _OFF
 
     ngx_array_t *fanout; // async_fetch: ngx_http_async_fetch_t
@@ -46,11 +47,10 @@ char *ngx_http_async_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                           void *conf);
 char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                                    const ngx_str_t &directive,
                                     ngx_shm_zone_t **out);
 char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                      void *conf);
-char *ngx_http_async_queue_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                            void *conf);
 char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
                                                  ngx_command_t *cmd,
                                                  void *conf);
@@ -61,14 +61,8 @@ ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle);
 // parallel fan-out (ngx_http_async_fanout*.cpp)
 char *ngx_http_async_fetch_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                      void *conf);
-char *ngx_http_async_fetch_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                             void *conf);
 char *ngx_http_async_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                        void *conf);
-char *ngx_http_async_aggregate_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                         void *conf);
-char *ngx_http_async_fetch_max_size_directive(ngx_conf_t *cf,
-                                              ngx_command_t *cmd, void *conf);
 char *ngx_http_async_fanout_merge(ngx_conf_t *cf,
                                   ngx_http_async_loc_conf_t *conf);
 ngx_int_t ngx_http_async_fanout_add_variables(ngx_conf_t *cf);

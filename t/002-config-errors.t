@@ -46,10 +46,16 @@ my @cases = (
       qr/\[emerg\].*unknown async_queue_zone "nosuch" in "async_queue"/ ],
     [ 'status below 400',
       "async_queue_zone zone=a:1m active=1;\n" . server('async_queue_status 200;'),
-      qr/\[emerg\].*invalid value "200" in "async_queue_status"/ ],
+      qr/\[emerg\].*value must be between 400 and 599/ ],
     [ 'status above 599',
       "async_queue_zone zone=a:1m active=1;\n" . server('async_queue_status 600;'),
-      qr/\[emerg\].*invalid value "600" in "async_queue_status"/ ],
+      qr/\[emerg\].*value must be between 400 and 599/ ],
+    [ 'status not a number',
+      server('async_queue_status 5xx;'),
+      qr/\[emerg\].*"async_queue_status" directive invalid number/ ],
+    [ 'zone size in gigabytes, which nginx zone sizes refuse',
+      'async_queue_zone zone=a:1g active=1;',
+      qr/\[emerg\].*invalid parameter "zone=a:1g" in "async_queue_zone"/ ],
     [ 'bad retry-after',
       server('async_queue_retry_after soon;'),
       qr/\[emerg\].*invalid value "soon" in "async_queue_retry_after"/ ],
@@ -71,5 +77,9 @@ for my $case (@cases) {
 my ($rc, $out) = $ng->check_config(http => "async_queue_zone zone=a:1m per_cpu=4 length=10 timeout=1500ms;\n"
     . server('location / { async_queue a; async_queue_status 429; async_queue_retry_after 2s; }'));
 is($rc, 0, 'a valid configuration passes nginx -t') or diag $out;
+
+($rc, $out) = $ng->check_config(http => server('location / { async_queue a; }')
+    . "\nasync_queue_zone zone=a:1m active=1;");
+is($rc, 0, 'a location may name a zone defined further down') or diag $out;
 
 done_testing;

@@ -113,6 +113,40 @@ subtest 'parked longer than timeout: 503 TIMEOUT with fixed Retry-After' => sub 
     $ng->stop;
 };
 
+subtest 'a queue timeout answers the configured async_queue_status' => sub {
+    $ng = AsyncNginx->new(name => 'queue', workers => 1, http => queue_http(
+        zone => 'zone=q:1m active=1 length=10 timeout=200ms', sleep => '1',
+        extra => 'async_queue_status 429;'));
+    $ng->start;
+    my @res = $ng->parallel([ map { { path => "/slow?i=$_" } } 1 .. 2 ],
+        gap => 0.05, timeout => 10);
+    is($res[0]{status}, 200, 'the first is served');
+    is($res[1]{status}, 429, 'the waiter times out with 429, not 503');
+    my @log = map { [split ' '] } $ng->log_file('queue.log');
+    is(scalar(grep { $_->[3] eq '429' && $_->[4] eq 'TIMEOUT' } @log), 1,
+        'logged as 429 TIMEOUT');
+    $ng->stop;
+};
+
+subtest 'per_cpu=N: N slots per CPU' => sub {
+    chomp(my $ncpu = `getconf _NPROCESSORS_ONLN`);
+    $ng = AsyncNginx->new(name => 'queue', workers => 1, http => queue_http(
+        zone => 'zone=q:1m per_cpu=3 length=10', sleep => '1'));
+    $ng->start;
+    my $z = $ng->wait_zone_idle('q');
+    is($z->{max_active}, 3 * $ncpu, "3 x $ncpu CPUs");
+    # and the limit is what admits: 3 x CPUs run at once, one more waits
+    my $n = 3 * $ncpu;
+    my @res = $ng->parallel([ map { { path => "/slow?i=$_" } } 1 .. $n + 1 ],
+        timeout => 10);
+    is(scalar(grep { $_->{status} == 200 } @res), $n + 1, 'all served');
+    my @log = map { [split ' '] } $ng->log_file('queue.log');
+    is(scalar(grep { $_->[4] eq 'PASSED' } @log), $n,
+        "$n passed at once");
+    is(scalar(grep { $_->[4] eq 'QUEUED' } @log), 1, 'one was queued');
+    $ng->stop;
+};
+
 subtest 'custom status, Retry-After off' => sub {
     $ng = AsyncNginx->new(name => 'queue', workers => 1, http => queue_http(
         zone => 'zone=q:1m active=1 length=0', sleep => '0.5',
@@ -128,7 +162,7 @@ subtest 'custom status, Retry-After off' => sub {
 
 subtest 'client leaving while parked is cancelled at once' => sub {
     $ng = AsyncNginx->new(name => 'queue', workers => 2, http => queue_http(
-        zone => 'zone=q:1m active=1 length=10 timeout=10s', sleep => '1.5'));
+        zone => 'zone=q:1m active=1 length=10 timeout=10s', sleep => '3'));
     $ng->start;
     my @res = $ng->parallel([
         { path => '/slow?i=1' },
@@ -136,9 +170,11 @@ subtest 'client leaving while parked is cancelled at once' => sub {
         { path => '/slow?i=3', close_after => 0.2 },
     ], gap => 0.03, timeout => 1);
     ok($res[1]{aborted} && $res[2]{aborted}, 'two clients left');
-    sleep 0.2;
-    my $st = $ng->status;
-    my $z = $st->{queue_zones}{q};
+    # the first runs 3 s: the cancellations are seen long before it ends
+    my $z = AsyncNginx::wait_until(sub {
+        my $q = ($ng->status // {})->{queue_zones}{q};
+        $q && $q->{cancelled} == 2 ? $q : undef;
+    }, 2) // {};
     is($z->{waiting}, 0, 'they left the queue while the first still runs');
     is($z->{active}, 1, 'the first still holds its slot');
     is($z->{cancelled}, 2, 'counted as cancelled');

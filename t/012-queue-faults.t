@@ -43,7 +43,11 @@ subtest 'SIGKILL of a worker holding slots and waiters' => sub {
     # it surely holds slots or waiters whichever way the kernel spread them
     my $pid = fork // die;
     if ($pid == 0) {
-        sleep 0.5;
+        # both slots taken and clients waiting, however slow the machine
+        AsyncNginx::wait_until(sub {
+            my $z = ($ng->status // {})->{queue_zones}{q};
+            $z && $z->{active} == 2 && $z->{waiting} >= 2;
+        }, 5);
         my ($victim) = sort { sockets($b) <=> sockets($a) } @workers;
         kill 'KILL', $victim;
         POSIX::_exit(0);
@@ -80,7 +84,11 @@ subtest 'reload under load: nothing lost, new limits apply' => sub {
     $ng->start;
     my $pid = fork // die;
     if ($pid == 0) {
-        sleep 0.6;
+        # reload while requests hold the slot and wait
+        AsyncNginx::wait_until(sub {
+            my $z = ($ng->status // {})->{queue_zones}{q};
+            $z && $z->{active} == 1 && $z->{waiting} >= 2;
+        }, 5);
         $ng->reload(http => queue_http('zone=q:1m active=2 length=40 timeout=20s',
             '0.3'));
         POSIX::_exit(0);

@@ -122,7 +122,7 @@ subtest 'a 2 s job: 202 at once, queued/running, completed, result byte for byte
     is($res->{status}, 200, 'upstream status');
     is($res->{headers}{'content-type'}, 'application/x-blob', 'Content-Type');
     ok($res->{body} eq $blob, 'body byte for byte (' . length($blob) . ' bytes)');
-    like(join("\n", $ng->log_file('backend.log')), qr{^"POST /slow\?k=v HTTP/1.0" \S+ /blob.bin 200}m,
+    like(join("\n", $ng->log_file('backend.log')), qr{^"POST /slow\?k=v HTTP/1\.[01]" \S+ /blob.bin 200}m,
         'the backend saw the POST');
     is(scalar($ng->crash_lines), 0, 'no alert');
     unlike($ng->error_log, qr/\[error\]/, 'no [error] line');
@@ -182,8 +182,9 @@ subtest 'DELETE cancels a running job and closes its upstream at once' => sub {
     }
     close $srv;
     my $id = job_id($ng->request('POST', '/hang'));
-    sleep 0.5;
-    is(status_of($ng, $id)->{json}{status}, 'running', 'running');
+    is(AsyncNginx::wait_until(
+        sub { (status_of($ng, $id)->{json}{status} // '') eq 'running' }, 5),
+        1, 'running');
     my $t0 = time;
     my $del = $ng->request('DELETE', "/jobs/$id");
     is($del->{status}, 202, 'running: 202');
@@ -249,8 +250,8 @@ EOF
     $id = job_id($ng->request('POST', '/cbfail'));
     $st = status_of($ng, $id, '?wait=5');
     is($st->{json}{status}, 'completed', 'a failing callback leaves it completed');
-    sleep 0.3;
-    like($ng->error_log, qr/\[warn\].*async_job_callback for job \Q$id\E failed: status 500/,
+    ok(AsyncNginx::wait_until(sub { $ng->error_log =~
+        /\[warn\].*async_job_callback for job \Q$id\E failed: status 500/ }, 5),
         'the failure is logged');
     unlike($ng->error_log, qr/\[error\]/, 'no [error] line');
     $ng->stop;
@@ -261,8 +262,10 @@ subtest 'expiry after ttl; a full zone refuses new jobs and keeps the others' =>
     my $id = job_id($ng->request('POST', '/quick'));
     is(status_of($ng, $id, '?wait=5')->{json}{status}, 'completed', 'completed');
     is($ng->get("/jobs/$id/result")->{status}, 200, 'readable within ttl');
-    sleep 2.3;
-    my $st = $ng->get("/jobs/$id");
+    my $st = AsyncNginx::wait_until(sub {
+        my $r = $ng->get("/jobs/$id");
+        $r->{status} == 404 ? $r : undef;
+    }, 6) // {};
     is($st->{status}, 404, 'gone after ttl');
     is($st->{body}, qq({"error":"job not found"}\n), 'same 404 body');
     $ng->stop;

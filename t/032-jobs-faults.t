@@ -49,6 +49,17 @@ sub state_of {
     return eval { decode_json($r->{body}) } // { status => "http $r->{status}" };
 }
 
+# Waits (bounded) until every job is in $state; returns how many are.
+sub wait_state {
+    my ($ng, $state, $timeout, @jobs) = @_;
+    my $n = 0;
+    AsyncNginx::wait_until(sub {
+        $n = grep { state_of($ng, $_->{id})->{status} eq $state } @jobs;
+        $n == @jobs;
+    }, $timeout);
+    return $n;
+}
+
 subtest 'SIGKILL of a worker running jobs: worker_lost, the others go on' => sub {
     my $ng = AsyncNginx->new(name => 'jobs-faults', workers => 2,
         http => jobs_http());
@@ -66,8 +77,7 @@ subtest 'SIGKILL of a worker running jobs: worker_lost, the others go on' => sub
     }
     my %pids = map { ($_->{pid} // 0) => 1 } @jobs;
     is(scalar keys %pids, 2, 'jobs run in both workers') or return;
-    sleep 0.5;
-    is(state_of($ng, $_->{id})->{status}, 'running', 'running') for @jobs;
+    is(wait_state($ng, 'running', 5, @jobs), scalar @jobs, 'all running');
 
     my $victim = $jobs[0]{pid};
     kill 'KILL', $victim;
@@ -105,10 +115,8 @@ subtest 'SIGKILL of a worker running jobs: worker_lost, the others go on' => sub
         for @kept_states;
 
     # slots are whole again: 8 jobs start at once
-    my @more = map { job($ng, 1) } 1 .. 8;
-    sleep 0.4;
-    is(scalar(grep { state_of($ng, $_->{id})->{status} eq 'running' } @more), 8,
-        'every slot usable again');
+    my @more = map { job($ng, 3) } 1 .. 8;
+    is(wait_state($ng, 'running', 2.5, @more), 8, 'every slot usable again');
     like($ng->error_log, qr/jobs of exited worker processes failed \(worker_lost\)/,
         'the loss is logged');
     $ng->stop;
@@ -119,10 +127,10 @@ subtest 'reload: finished jobs stay readable, running jobs finish and store' => 
         http => jobs_http());
     $ng->start;
     my $done = job($ng, 0);
-    sleep 0.3;
-    is(state_of($ng, $done->{id})->{status}, 'completed', 'one finished');
-    my @running = map { job($ng, 2) } 1 .. 3;
-    sleep 0.3;
+    is(wait_state($ng, 'completed', 5, $done), 1, 'one finished');
+    my @running = map { job($ng, 3) } 1 .. 3;
+    is(wait_state($ng, 'running', 2, @running), 3,
+        'three run when the reload comes');
 
     my @new = $ng->reload;
     ok(@new >= 2, 'new workers run');
@@ -141,12 +149,11 @@ subtest 'reload: finished jobs stay readable, running jobs finish and store' => 
     is($_->{status}, 'completed', 'a job of an old worker completed')
         for @states;
     for my $j (@running) {
-        is($ng->get("/jobs/$j->{id}/result")->{body}, "slept 2\n",
+        is($ng->get("/jobs/$j->{id}/result")->{body}, "slept 3\n",
             'its result was stored');
     }
     my $late = job($ng, 0);
-    sleep 0.3;
-    is(state_of($ng, $late->{id})->{status}, 'completed',
+    is(wait_state($ng, 'completed', 5, $late), 1,
         'new jobs run in the new workers');
     unlike($ng->error_log, qr/\[error\]/, 'no [error] line');
     is(scalar($ng->crash_lines), 0, 'no alert or crash')

@@ -40,6 +40,8 @@ my $http = <<"EOF";
         location = /status { async_status; }
         location = /status/open { allow 127.0.0.1; deny all; async_status; }
         location = /status/closed { deny 127.0.0.1; allow all; async_status; }
+        location = /status/quiet { server_tokens off; async_status; }
+        location = /status/build { server_tokens build; async_status; }
 
         location = /burst {
             async_queue burst;
@@ -279,6 +281,17 @@ subtest 'format negotiation' => sub {
     ($r) = status_prom($ng, path => '/status', Accept => 'text/plain');
     like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
         'Accept: text/plain gets the text format');
+    # a tie (equal q) is ours to break (RFC 9110 12.5.1): text, in any order
+    for my $accept ('text/plain, application/json',
+                    'application/json, text/plain') {
+        ($r) = status_prom($ng, path => '/status', Accept => $accept);
+        like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
+            "Accept: $accept (a tie) gets the text format");
+    }
+    ($r) = status_prom($ng, path => '/status',
+        Accept => 'text/plain;q=0.5, application/json');
+    like($r->{headers}{'content-type'}, qr{^application/json},
+        'JSON asked more strongly: JSON');
     $r = $ng->get('/status?format=xml');
     is($r->{status}, 400, 'unknown format: 400');
     $r = $ng->request('HEAD', '/status?format=prometheus');
@@ -286,6 +299,27 @@ subtest 'format negotiation' => sub {
     is($r->{body}, '', 'HEAD: no body');
     $r = $ng->request('POST', '/status', body => 'x');
     is($r->{status}, 405, 'POST: 405');
+};
+
+subtest 'the nginx version only with server_tokens' => sub {
+    my ($r, $st) = status_json($ng, '/status/quiet');
+    ok($st, 'valid JSON') or diag $r->{body};
+    ok(!exists $st->{nginx_version}, 'server_tokens off: no nginx_version');
+    like($st->{version}, qr/^\d+\.\d+\.\d+$/, 'the module version stays');
+    ($r, $st) = status_json($ng, '/status/build');
+    like($st->{nginx_version}, qr/^1\.\d+\.\d+$/, 'server_tokens build: shown');
+
+    my ($pr, $p) = status_prom($ng, path => '/status/quiet?format=prometheus');
+    is_deeply($p->{errors}, [], 'valid text format');
+    my ($info) = @{ $p->{families}{nginx_async_info}{samples} || [] };
+    ok($info, 'nginx_async_info present') or diag $pr->{body};
+    is_deeply([sort keys %{ $info->{labels} }], ['version'],
+        'server_tokens off: no nginx_version label');
+
+    ($pr, $p) = status_prom($ng);
+    ($info) = @{ $p->{families}{nginx_async_info}{samples} || [] };
+    like($info->{labels}{nginx_version}, qr/^1\.\d+\.\d+$/,
+        'default (server_tokens on): nginx_version label');
 };
 
 subtest 'allow / deny' => sub {

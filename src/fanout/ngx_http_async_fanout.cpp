@@ -6,7 +6,7 @@
 #include "common/ngx_http_async_stats.hpp"
 
 #include "core/json_body.hpp"
-#include "core/parse.hpp"
+#include "common/ngx_http_async_conf.hpp"
 
 static ngx_int_t ngx_http_async_fanout_handler(ngx_http_request_t *r);
 static void ngx_http_async_fanout_start(ngx_http_request_t *r);
@@ -604,15 +604,22 @@ static bool ngx_http_async_fanout_valid_name(std::string_view name)
     return true;
 }
 
-static bool ngx_http_async_fanout_msec(std::string_view s, ngx_msec_t *out)
-{
-    auto ms = async::parse_duration_ms(s);
-    if (!ms || *ms == 0 || *ms > max_msec) {
-        return false;
-    }
-    *out = static_cast<ngx_msec_t>(*ms);
-    return true;
-}
+// The parameters after NAME and URI, read by ngx_http_async_conf_params.
+struct ngx_http_async_fetch_conf_t {
+    ngx_msec_t timeout;
+    ngx_msec_t hedge;
+    ngx_flag_t optional;
+};
+
+static const ngx_http_async_conf_param_t ngx_http_async_fetch_params[] = {
+    {"timeout", conf_param_kind::msec,
+     offsetof(ngx_http_async_fetch_conf_t, timeout), 1, max_msec,
+     "invalid time"},
+    {"hedge", conf_param_kind::msec,
+     offsetof(ngx_http_async_fetch_conf_t, hedge), 1, max_msec, "invalid time"},
+    {"optional", conf_param_kind::flag,
+     offsetof(ngx_http_async_fetch_conf_t, optional), 0, 0, nullptr},
+};
 
 static char *ngx_http_async_fanout_conflict(ngx_conf_t *cf)
 {
@@ -687,119 +694,41 @@ char *ngx_http_async_fetch_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return static_cast<char *>(NGX_CONF_ERROR);
     }
 
-    for (ngx_uint_t i = 3; i < cf->args->nelts; i++) {
-        std::string_view arg = async::view(value[i]);
-        if (arg == "optional") {
-            fetch->optional = true;
-            continue;
-        }
-        if (auto t = async::parse_key_value(arg, "timeout")) {
-            if (!ngx_http_async_fanout_msec(*t, &fetch->timeout)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid time \"%V\" in \"async_fetch\"",
-                                   &value[i]);
-                return static_cast<char *>(NGX_CONF_ERROR);
-            }
-            continue;
-        }
-        if (auto h = async::parse_key_value(arg, "hedge")) {
-            if (!ngx_http_async_fanout_msec(*h, &fetch->hedge)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid time \"%V\" in \"async_fetch\"",
-                                   &value[i]);
-                return static_cast<char *>(NGX_CONF_ERROR);
-            }
-            continue;
-        }
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"async_fetch\"",
-                           &value[i]);
+    ngx_http_async_fetch_conf_t p{NGX_CONF_UNSET_MSEC, 0, 0};
+    if (ngx_http_async_conf_params(cf, 3, ngx_http_async_fetch_params, &p)
+        != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
+    fetch->timeout = p.timeout;
+    fetch->hedge = p.hedge;
+    fetch->optional = p.optional != 0;
 
     clcf->handler = ngx_http_async_fanout_handler;
     return NGX_CONF_OK;
-}
-
-static char *ngx_http_async_fanout_time(ngx_conf_t *cf, ngx_command_t *cmd,
-                                        ngx_msec_t *field, bool off_allowed)
-{
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    if (*field != NGX_CONF_UNSET_MSEC) {
-        return const_cast<char *>("is duplicate");
-    }
-    if (off_allowed && async::view(value[1]) == "off") {
-        *field = 0;
-        return NGX_CONF_OK;
-    }
-    if (!ngx_http_async_fanout_msec(async::view(value[1]), field)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid time \"%V\" in \"%V\"", &value[1],
-                           &cmd->name);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    return NGX_CONF_OK;
-}
-
-char *ngx_http_async_fetch_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                             void *conf)
-{
-    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    return ngx_http_async_fanout_time(cf, cmd, &alcf->fetch_timeout, false);
 }
 
 char *ngx_http_async_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                        void *conf)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    return ngx_http_async_fanout_time(cf, cmd, &alcf->fanout_timeout, true);
-}
-
-char *ngx_http_async_aggregate_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                         void *conf)
-{
-    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     (void) cmd;
 
-    if (alcf->aggregate != NGX_CONF_UNSET_UINT) {
+    if (alcf->fanout_timeout != NGX_CONF_UNSET_MSEC) {
         return const_cast<char *>("is duplicate");
     }
-    std::string_view arg = async::view(value[1]);
-    if (arg == "json") {
-        alcf->aggregate = static_cast<ngx_uint_t>(fanout_aggregate::json);
-    } else if (arg == "concat") {
-        alcf->aggregate = static_cast<ngx_uint_t>(fanout_aggregate::concat);
-    } else if (arg == "multipart") {
-        alcf->aggregate = static_cast<ngx_uint_t>(fanout_aggregate::multipart);
-    } else {
+    if (async::view(value[1]) == "off") {
+        alcf->fanout_timeout = 0;
+        return NGX_CONF_OK;
+    }
+    auto ms = ngx_http_async_parse_msec(async::view(value[1]));
+    if (!ms || *ms == 0 || *ms > max_msec) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\" in \"async_aggregate\": use "
-                           "json, concat or multipart",
+                           "invalid time \"%V\" in \"async_timeout\"",
                            &value[1]);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    return NGX_CONF_OK;
-}
-
-char *ngx_http_async_fetch_max_size_directive(ngx_conf_t *cf,
-                                              ngx_command_t *cmd, void *conf)
-{
-    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    (void) cmd;
-
-    if (alcf->fetch_max_size != NGX_CONF_UNSET_SIZE) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto size = async::parse_size(async::view(value[1]));
-    if (!size || *size > NGX_MAX_SIZE_T_VALUE / 8) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid size \"%V\" in \"async_fetch_max_size\"",
-                           &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    alcf->fetch_max_size = static_cast<size_t>(*size);
+    alcf->fanout_timeout = *ms;
     return NGX_CONF_OK;
 }
 

@@ -1,14 +1,18 @@
 // Request-reply jobs (async_job*): the types shared by the zone and store
-// (ngx_http_async_job_zone.cpp), the submit handler (_job_submit.cpp), the
-// background runner (_job_run.cpp, _job_copy.cpp, _job_fake.cpp,
-// _job_callback.cpp, _job_capture.cpp; its own types in _job_run.hpp), the
-// status location (_job_status.cpp) and the parked waiters (_job_wait.cpp).
+// (ngx_http_async_job_store.cpp), a worker's start, wake-ups and exit
+// (_job_process.cpp), the submit handler (_job_submit.cpp), the background
+// runner (_job_run.cpp, _job_copy.cpp, _job_fake.cpp, _job_callback.cpp,
+// _job_capture.cpp; its own types in _job_run.hpp), the status location
+// (_job_status.cpp), the answers (_job_answer.cpp), the parked waiters
+// (_job_wait.cpp) and the async_status section (_job_report.cpp).
 //
 // The job concern owns the request ctx slot of ngx_http_async_module.
 #pragma once
 
 #include "ngx_http_async_module.hpp"
+#include "common/ngx_http_async_status_section.hpp"
 #include "common/ngx_http_async_wake.hpp"
+#include "common/ngx_http_async_zone.hpp"
 #include "core/base64url.hpp"
 #include "core/job_table.hpp"
 #include "core/retry_after.hpp"
@@ -44,25 +48,15 @@ struct ngx_http_async_job_watch_t {
     uint32_t index;
 };
 
-struct ngx_http_async_job_zone_t {
-    ngx_str_t name;
+struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     size_t size;
     ngx_msec_t ttl;
     size_t max_result;
-    ngx_uint_t max_active;
-    ngx_uint_t length;
-    ngx_shm_zone_t *shm_zone;
-    bool defined;
-    ngx_str_t ref_directive; // the first reference, for "unknown zone"
-    u_char *ref_file;
-    ngx_uint_t ref_line;
     ngx_str_t status_prefix; // of the first async_job_status location
     bool has_submit;         // an async_job location uses it
 
     // set up by the zone's init in every cycle
-    ngx_slab_pool_t *shpool;
     ngx_http_async_job_shared_t *sh;
-    async::ticket_queue *q;
     async::job_table *table;
 
     // this worker's jobs and waiters
@@ -103,28 +97,11 @@ struct ngx_http_async_job_ctx_t {
     bool has_id;
 };
 
-// A copy of one zone's numbers for the status page. queued .. cancelled
-// are jobs held now, by state; expired counts since the zone was created.
-struct ngx_http_async_job_snapshot_t {
-    ngx_str_t name;
-    uint32_t queued;
-    uint32_t running;
-    uint32_t completed;
-    uint32_t failed;
-    uint32_t cancelled;
-    uint64_t expired;
-    uint64_t stored_bytes;
-    uint64_t max_result;
-    uint32_t max_active;
-    uint32_t length;
-    uint32_t capacity; // job records
-    async::job_counters counters;
-};
+// The job zones' part of the async_status report
+// (ngx_http_async_job_report.cpp), registered by the module shell.
+extern const ngx_http_async_status_section_t ngx_http_async_job_status_section;
 
-ngx_int_t ngx_http_async_job_snapshot(ngx_http_async_job_zone_t *zone,
-                                      ngx_http_async_job_snapshot_t *out);
-
-// --- zone and store (ngx_http_async_job_zone.cpp) ------------------------
+// --- zone and store (ngx_http_async_job_store.cpp) -----------------------
 
 uint64_t ngx_http_async_job_now_ms();
 // The record of id if it is alive; copied into *view. Takes the lock.
@@ -186,7 +163,10 @@ ngx_int_t ngx_http_async_job_capture_init(ngx_conf_t *cf);
 ngx_http_async_job_ctx_t *ngx_http_async_job_ctx(ngx_http_request_t *r,
                                                  bool create);
 
-// --- answers (ngx_http_async_job_status.cpp) -----------------------------
+// --- answers (ngx_http_async_job_answer.cpp) -----------------------------
+
+ngx_int_t ngx_http_async_job_add_header(ngx_http_request_t *r, ngx_str_t key,
+                                        ngx_str_t value);
 
 ngx_int_t ngx_http_async_job_send_json(ngx_http_request_t *r, ngx_uint_t status,
                                        ngx_str_t body, bool retry_after);
@@ -230,13 +210,12 @@ char *ngx_http_async_job_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                           void *conf);
 char *ngx_http_async_job_callback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                             void *conf);
-char *ngx_http_async_job_max_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                            void *conf);
 char *ngx_http_async_job_merge(ngx_conf_t *cf, ngx_http_async_loc_conf_t *conf);
 ngx_int_t ngx_http_async_job_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle);
 void ngx_http_async_job_exit_process(ngx_cycle_t *cycle);
-// Wake-up handler and safety timer parts (ngx_http_async_wake.cpp).
+// A worker's life (ngx_http_async_job_process.cpp): start, exit, and the
+// wake-up handler and safety timer parts (called by ngx_http_async_wake.cpp).
 void ngx_http_async_job_wake(ngx_cycle_t *cycle);
 void ngx_http_async_job_reap(ngx_cycle_t *cycle);

@@ -5,7 +5,7 @@
 #include "job/ngx_http_async_job.hpp"
 
 #include "core/ascii.hpp"
-#include "core/parse.hpp"
+#include "common/ngx_http_async_conf.hpp"
 #include "core/prefer.hpp"
 
 #include <openssl/rand.h>
@@ -241,7 +241,7 @@ char *ngx_http_async_job_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     for (ngx_uint_t i = 3; i < cf->args->nelts; i++) {
         auto w = async::parse_key_value(async::view(value[i]), "wait");
-        auto ms = w ? async::parse_duration_ms(*w) : std::nullopt;
+        auto ms = w ? ngx_http_async_parse_msec(*w) : std::nullopt;
         if (!ms || *ms > 86400ULL * 1000) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter \"%V\" in \"async_job\"",
@@ -286,27 +286,6 @@ char *ngx_http_async_job_callback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     job->callback_file = cf->conf_file->file.name.data;
     job->callback_line = cf->conf_file->line;
-    return NGX_CONF_OK;
-}
-
-char *ngx_http_async_job_max_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                            void *conf)
-{
-    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    (void) cmd;
-
-    if (alcf->job_max_wait != NGX_CONF_UNSET_MSEC) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto ms = async::parse_duration_ms(async::view(value[1]));
-    if (!ms || *ms > 86400ULL * 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid time \"%V\" in \"async_job_max_wait\"",
-                           &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    alcf->job_max_wait = static_cast<ngx_msec_t>(*ms);
     return NGX_CONF_OK;
 }
 

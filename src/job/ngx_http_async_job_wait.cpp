@@ -7,13 +7,15 @@
 struct ngx_http_async_job_waiter_t {
     ngx_http_request_t *r;
     ngx_http_async_job_zone_t *zone;
-    ngx_queue_t link; // in its watch
+    ngx_queue_t link;  // in its watch
+    ngx_queue_t ready; // in a wake-up's list of waiters to answer
     ngx_event_t timer;
     uint32_t index;
     uint32_t generation;
     job_wait_kind kind;
     bool preference_applied;
     bool parked;
+    bool in_ready;
 };
 
 static void ngx_http_async_job_waiter_cleanup(void *data);
@@ -22,6 +24,19 @@ static void ngx_http_async_job_waiter_timeout(ngx_event_t *ev);
 static uint64_t ngx_http_async_job_slot_bit()
 {
     return uint64_t{1} << (static_cast<uint32_t>(ngx_process_slot) % 64);
+}
+
+static bool ngx_http_async_job_watch_has(ngx_http_async_job_watch_t *watch,
+                                         uint32_t generation)
+{
+    for (ngx_queue_t *q = ngx_queue_head(&watch->waiters);
+         q != ngx_queue_sentinel(&watch->waiters); q = ngx_queue_next(q)) {
+        auto *w = ngx_queue_data(q, ngx_http_async_job_waiter_t, link);
+        if (w->generation == generation) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static void ngx_http_async_job_unpark(ngx_http_async_job_waiter_t *w)
@@ -33,19 +48,25 @@ static void ngx_http_async_job_unpark(ngx_http_async_job_waiter_t *w)
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
     }
+    if (w->in_ready) {
+        w->in_ready = false;
+        ngx_queue_remove(&w->ready);
+    }
     ngx_http_async_job_zone_t *zone = w->zone;
     ngx_http_async_job_watch_t *watch = &zone->watches[w->index];
     // a parked waiter is always linked in its watch
     ngx_queue_remove(&w->link); // NOLINT(clang-analyzer-core.NullDereference)
     zone->nwaiters--;
-    if (!ngx_queue_empty(&watch->waiters)) {
-        return;
+    if (ngx_queue_empty(&watch->waiters)) {
+        ngx_queue_remove(&watch->link);
     }
-    ngx_queue_remove(&watch->link);
-    // no waiter of this worker is left on the record
+
+    // A watch may hold waiters of an older job that had the record (they
+    // come first); the bit belongs to the current job's waiters only.
     ngx_shmtx_lock(&zone->shpool->mutex);
     async::job_record &rec = zone->table->records()[w->index];
-    if (rec.generation == w->generation) {
+    if (rec.generation == w->generation
+        && !ngx_http_async_job_watch_has(watch, rec.generation)) {
         rec.watchers &= ~ngx_http_async_job_slot_bit();
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -151,6 +172,10 @@ static void ngx_http_async_job_waiter_timeout(ngx_event_t *ev)
 }
 
 // A wake-up: answer the waiters whose job reached a final state or went.
+// Each waiter is judged by its own generation: a record that was freed and
+// taken by a new job can hold waiters of both, and only the old job's
+// waiters are due. A waiter parks only on the record's current generation,
+// so a watch lists older generations first.
 static void ngx_http_async_job_zone_waiters(ngx_http_async_job_zone_t *zone)
 {
     if (zone->nwaiters == 0 || zone->watches == nullptr) {
@@ -165,31 +190,29 @@ static void ngx_http_async_job_zone_waiters(ngx_http_async_job_zone_t *zone)
         return;
     }
     zone->seen_changes = zone->table->changes;
-    ngx_queue_t *next;
     for (ngx_queue_t *q = ngx_queue_head(&zone->watched);
-         q != ngx_queue_sentinel(&zone->watched); q = next) {
-        next = ngx_queue_next(q);
+         q != ngx_queue_sentinel(&zone->watched); q = ngx_queue_next(q)) {
         auto *watch = ngx_queue_data(q, ngx_http_async_job_watch_t, link);
-        auto *first = ngx_queue_data(ngx_queue_head(&watch->waiters),
-                                     ngx_http_async_job_waiter_t, link);
         const async::job_record &rec = zone->table->records()[watch->index];
-        if (rec.generation == first->generation
-            && (rec.state == async::job_state::queued
-                || rec.state == async::job_state::running)) {
-            continue;
+        bool unfinished = rec.state == async::job_state::queued
+                          || rec.state == async::job_state::running;
+        for (ngx_queue_t *wq = ngx_queue_head(&watch->waiters);
+             wq != ngx_queue_sentinel(&watch->waiters);
+             wq = ngx_queue_next(wq)) {
+            auto *w = ngx_queue_data(wq, ngx_http_async_job_waiter_t, link);
+            if (rec.generation == w->generation && unfinished) {
+                break; // waiters join at the tail: the rest are of this job
+            }
+            w->in_ready = true;
+            ngx_queue_insert_tail(&ready, &w->ready);
         }
-        ngx_queue_remove(&watch->link);
-        ngx_queue_insert_tail(&ready, &watch->link);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    // each answer unlinks its waiter, and the last one its watch
+    // an answer unlinks its waiter from both lists
     while (!ngx_queue_empty(&ready)) {
-        auto *watch = ngx_queue_data(ngx_queue_head(&ready),
-                                     ngx_http_async_job_watch_t, link);
-        auto *w = ngx_queue_data(ngx_queue_head(&watch->waiters),
-                                 ngx_http_async_job_waiter_t, link);
-        ngx_http_async_job_answer(w);
+        ngx_http_async_job_answer(ngx_queue_data(
+            ngx_queue_head(&ready), ngx_http_async_job_waiter_t, ready));
     }
 }
 

@@ -5,7 +5,7 @@
 // higher class, or dropped by CoDel.
 #include "queue/ngx_http_async_queue.hpp"
 
-#include "core/parse.hpp"
+#include "common/ngx_http_async_conf.hpp"
 
 #include <ctime>
 
@@ -566,7 +566,6 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    (void) cmd;
 
     if (alcf->queue != NGX_CONF_UNSET_PTR) {
         return const_cast<char *>("is duplicate");
@@ -584,33 +583,11 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     ngx_shm_zone_t *shm_zone = nullptr;
-    if (ngx_http_async_queue_zone_ref(cf, &value[1], &shm_zone)
+    if (ngx_http_async_queue_zone_ref(cf, &value[1], cmd->name, &shm_zone)
         != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     alcf->queue = shm_zone;
-    return NGX_CONF_OK;
-}
-
-char *ngx_http_async_queue_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-                                            void *conf)
-{
-    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(conf);
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    (void) cmd;
-
-    if (alcf->queue_status != NGX_CONF_UNSET_UINT) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto code = async::parse_count(async::view(value[1]));
-    if (!code || *code < 400 || *code > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\" in \"async_queue_status\": "
-                           "must be between 400 and 599",
-                           &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    alcf->queue_status = static_cast<ngx_uint_t>(*code);
     return NGX_CONF_OK;
 }
 
@@ -630,8 +607,8 @@ char *ngx_http_async_queue_retry_after_directive(ngx_conf_t *cf,
     } else if (arg == "off") {
         alcf->queue_retry_after = NGX_HTTP_ASYNC_RETRY_AFTER_OFF;
     } else {
-        auto ms = async::parse_duration_ms(arg);
-        if (!ms || *ms > 86400ULL * 1000) {
+        auto ms = ngx_http_async_parse_msec(arg);
+        if (!ms || *ms > 86400 * 1000) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid value \"%V\" in "
                                "\"async_queue_retry_after\"",
@@ -758,18 +735,8 @@ ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf)
     *h = ngx_http_async_queue_handler;
 
     // every zone named by async_queue must be defined by async_queue_zone
-    ngx_int_t rc = NGX_OK;
-    async::list_each<ngx_shm_zone_t>(
-        cf->cycle->shared_memory, [&](ngx_shm_zone_t &shm) {
-            if (shm.tag == &ngx_http_async_module && shm.data == nullptr) {
-                ngx_log_error(
-                    NGX_LOG_EMERG, cf->log, 0,
-                    "unknown async_queue_zone \"%V\" in \"async_queue\"",
-                    &shm.shm.name);
-                rc = NGX_ERROR;
-                return false;
-            }
-            return true;
-        });
-    return rc;
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
+    return ngx_http_async_zones_check_defined<ngx_http_async_queue_zone_t>(
+        cf, &amcf->queue_zones, "async_queue_zone");
 }

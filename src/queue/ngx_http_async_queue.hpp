@@ -2,7 +2,9 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
+#include "common/ngx_http_async_status_section.hpp"
 #include "common/ngx_http_async_wake.hpp"
+#include "common/ngx_http_async_zone.hpp"
 #include "core/adaptive_limit.hpp"
 #include "core/histogram.hpp"
 #include "core/retry_after.hpp"
@@ -34,18 +36,12 @@ struct ngx_http_async_queue_tuning_t {
 
 struct ngx_http_async_queue_entry_t;
 
-struct ngx_http_async_queue_zone_t {
-    ngx_str_t name;
-    ngx_uint_t max_active;
-    ngx_uint_t length;
+struct ngx_http_async_queue_zone_t : ngx_http_async_zone_t {
     ngx_msec_t timeout;
-    ngx_shm_zone_t *shm_zone;
     ngx_http_async_queue_tuning_t tuning;
 
     // set up by the zone's init in every cycle
-    ngx_slab_pool_t *shpool;
     ngx_http_async_queue_shared_t *sh;
-    async::ticket_queue *q;
 
     // this worker's parked requests, indexed by queue node
     ngx_http_async_queue_entry_t **parked;
@@ -53,22 +49,10 @@ struct ngx_http_async_queue_zone_t {
     time_t last_no_room_log;
 };
 
-// A copy of one zone's numbers, taken under the lock for the status page.
-struct ngx_http_async_queue_snapshot_t {
-    ngx_str_t name;
-    uint32_t active;
-    uint32_t max_active;
-    uint32_t waiting;
-    uint32_t length;
-    ngx_msec_t timeout;
-    async::queue_counters counters;
-    async::histogram wait;
-    async::queue_counters class_counters[async::queue_classes];
-    async::histogram class_wait[async::queue_classes];
-    ngx_http_async_queue_tuning_t tuning;
-    async::adaptive_limit limit;
-    async::codel_state codel;
-};
+// The queue zones' part of the async_status report
+// (ngx_http_async_queue_report.cpp), registered by the module shell.
+extern const ngx_http_async_status_section_t
+    ngx_http_async_queue_status_section;
 
 // Takes the parameters of ngx_http_async_queue_tuning_t out of the
 // arguments of async_queue_zone (active=auto becomes active=MAX for the
@@ -80,9 +64,6 @@ char *ngx_http_async_queue_tuning_params(ngx_conf_t *cf,
 // creation and on reload (which keeps a learned limit); sets
 // zone->max_active to the limit in force.
 void ngx_http_async_queue_tune(ngx_http_async_queue_zone_t *zone, bool fresh);
-
-ngx_int_t ngx_http_async_queue_snapshot(ngx_http_async_queue_zone_t *zone,
-                                        ngx_http_async_queue_snapshot_t *out);
 
 // Resumes this worker's requests that were handed a slot (wake handler).
 void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle);

@@ -2,14 +2,20 @@
 // configuration, and what a worker process does with it when it starts.
 #include "queue/ngx_http_async_queue.hpp"
 
-#include "core/parse.hpp"
-
-#include <csignal>
-#include <cerrno>
+#include "common/ngx_http_async_conf.hpp"
 
 static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
                                                 void *data);
-static bool ngx_http_async_pid_alive(int64_t pid);
+
+static ngx_http_async_queue_zone_t *
+ngx_http_async_queue_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
+    return ngx_http_async_zone_get<ngx_http_async_queue_zone_t>(
+        cf, name, size, &ngx_http_async_module, &amcf->queue_zones,
+        ngx_http_async_queue_init_zone);
+}
 
 // ngx_slab_init keeps about one page descriptor per page plus its header.
 static constexpr size_t slab_page_overhead = 64;
@@ -32,73 +38,62 @@ static uint32_t ngx_http_async_queue_capacity_for_zone(size_t zone_size)
         usable - sizeof(ngx_http_async_queue_shared_t));
 }
 
-static char *ngx_http_async_queue_zone_bad(ngx_conf_t *cf, ngx_str_t *value)
-{
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\" in \"async_queue_zone\"",
-                       value);
-    return static_cast<char *>(NGX_CONF_ERROR);
-}
+// The parameters of async_queue_zone, read by ngx_http_async_conf_params.
+struct ngx_http_async_queue_zone_conf_t {
+    ngx_http_async_zone_spec_t zone;
+    ngx_uint_t active;
+    ngx_uint_t per_cpu;
+    ngx_uint_t length;
+    ngx_msec_t timeout;
+};
+
+static constexpr uint64_t max_count = UINT32_MAX / 2;
+
+static const ngx_http_async_conf_param_t ngx_http_async_queue_zone_params[] = {
+    {"zone", conf_param_kind::zone,
+     offsetof(ngx_http_async_queue_zone_conf_t, zone), 1,
+     NGX_MAX_SIZE_T_VALUE / 2, nullptr},
+    {"active", conf_param_kind::number,
+     offsetof(ngx_http_async_queue_zone_conf_t, active), 1, max_count, nullptr},
+    {"per_cpu", conf_param_kind::number,
+     offsetof(ngx_http_async_queue_zone_conf_t, per_cpu), 1, 1000000, nullptr},
+    {"length", conf_param_kind::number,
+     offsetof(ngx_http_async_queue_zone_conf_t, length), 0, max_count, nullptr},
+    {"timeout", conf_param_kind::msec,
+     offsetof(ngx_http_async_queue_zone_conf_t, timeout), 1,
+     NGX_MAX_INT32_VALUE, nullptr},
+};
 
 char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                           void *conf)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(conf);
     (void) cmd;
+    (void) conf;
 
     // takes its own parameters out of cf->args first
     ngx_http_async_queue_tuning_t tuning;
     if (ngx_http_async_queue_tuning_params(cf, &tuning) != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
 
-    ngx_str_t name = ngx_null_string;
-    ssize_t size = 0;
-    uint64_t active = 0, per_cpu = 0, length = 1000;
-    uint64_t timeout_ms = 60000;
-    bool have_active = false, have_per_cpu = false;
-
-    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
-        std::string_view arg = async::view(value[i]);
-
-        if (auto zone = async::parse_key_value(arg, "zone")) {
-            auto spec = async::parse_zone_spec(*zone, NGX_MAX_SIZE_T_VALUE / 2);
-            if (!spec) {
-                return ngx_http_async_queue_zone_bad(cf, &value[i]);
-            }
-            name = async::ngx_string_of(spec->name);
-            size = static_cast<ssize_t>(spec->size);
-        } else if (auto v = async::parse_key_value(arg, "active")) {
-            auto n = async::parse_count(*v);
-            if (!n || *n == 0 || *n > UINT32_MAX / 2) {
-                return ngx_http_async_queue_zone_bad(cf, &value[i]);
-            }
-            active = *n;
-            have_active = true;
-        } else if (auto v = async::parse_key_value(arg, "per_cpu")) {
-            auto n = async::parse_count(*v);
-            if (!n || *n == 0 || *n > 1000000) {
-                return ngx_http_async_queue_zone_bad(cf, &value[i]);
-            }
-            per_cpu = *n;
-            have_per_cpu = true;
-        } else if (auto v = async::parse_key_value(arg, "length")) {
-            auto n = async::parse_count(*v);
-            if (!n || *n > UINT32_MAX / 2) {
-                return ngx_http_async_queue_zone_bad(cf, &value[i]);
-            }
-            length = *n;
-        } else if (auto v = async::parse_key_value(arg, "timeout")) {
-            auto ms = async::parse_duration_ms(*v);
-            if (!ms || *ms == 0 || *ms > NGX_MAX_INT32_VALUE) {
-                return ngx_http_async_queue_zone_bad(cf, &value[i]);
-            }
-            timeout_ms = *ms;
-        } else {
-            return ngx_http_async_queue_zone_bad(cf, &value[i]);
-        }
+    ngx_http_async_queue_zone_conf_t p;
+    ngx_memzero(&p, sizeof(p));
+    p.active = NGX_CONF_UNSET_UINT;
+    p.per_cpu = NGX_CONF_UNSET_UINT;
+    p.length = NGX_CONF_UNSET_UINT;
+    p.timeout = NGX_CONF_UNSET_MSEC;
+    if (ngx_http_async_conf_params(cf, 1, ngx_http_async_queue_zone_params, &p)
+        != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
     }
+    ngx_conf_init_uint_value(p.length, 1000);
+    ngx_conf_init_msec_value(p.timeout, 60000);
+
+    ngx_str_t name = p.zone.name;
+    ssize_t size = static_cast<ssize_t>(p.zone.size);
+    bool have_active = p.active != NGX_CONF_UNSET_UINT;
+    bool have_per_cpu = p.per_cpu != NGX_CONF_UNSET_UINT;
+    uint64_t active = p.active, length = p.length;
 
     if (name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -113,7 +108,7 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     if (have_per_cpu) {
-        active = per_cpu * static_cast<uint64_t>(ngx_ncpu > 0 ? ngx_ncpu : 1);
+        active = p.per_cpu * static_cast<uint64_t>(ngx_ncpu > 0 ? ngx_ncpu : 1);
     }
 
     uint32_t capacity =
@@ -127,93 +122,60 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return static_cast<char *>(NGX_CONF_ERROR);
     }
 
-    for (auto *zp = static_cast<ngx_http_async_queue_zone_t **>(
-                  amcf->queue_zones.elts),
-              *end = zp + amcf->queue_zones.nelts;
-         zp != end; ++zp) {
-        if ((*zp)->name.len == name.len
-            && ngx_strncmp((*zp)->name.data, name.data, name.len) == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "async_queue_zone \"%V\" is already defined",
-                               &name);
-            return static_cast<char *>(NGX_CONF_ERROR);
-        }
-    }
-
-    ngx_shm_zone_t *shm_zone =
-        ngx_shared_memory_add(cf, &name, size, &ngx_http_async_module);
-    if (shm_zone == nullptr) {
+    auto *zone = ngx_http_async_queue_zone_get(cf, &name, size);
+    if (zone == nullptr
+        || ngx_http_async_zone_define(cf, zone, "async_queue_zone")
+               != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    if (shm_zone->data != nullptr) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "shared memory zone \"%V\" is already in use",
-                           &name);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-
-    auto *zone = async::pool_calloc<ngx_http_async_queue_zone_t>(cf->pool);
-    auto **slot = static_cast<ngx_http_async_queue_zone_t **>(
-        ngx_array_push(&amcf->queue_zones));
-    if (zone == nullptr || slot == nullptr) {
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    zone->name = name;
     zone->max_active = active;
     zone->length = length;
-    zone->timeout = static_cast<ngx_msec_t>(timeout_ms);
-    zone->shm_zone = shm_zone;
+    zone->timeout = p.timeout;
     zone->tuning = tuning;
-    *slot = zone;
-
-    shm_zone->init = ngx_http_async_queue_init_zone;
-    shm_zone->data = zone;
     return NGX_CONF_OK;
 }
 
-// Zones referenced by async_queue before or without their definition.
+// A zone named by async_queue, before or without its definition.
 char *ngx_http_async_queue_zone_ref(ngx_conf_t *cf, ngx_str_t *name,
+                                    const ngx_str_t &directive,
                                     ngx_shm_zone_t **out)
 {
-    *out = ngx_shared_memory_add(cf, name, 0, &ngx_http_async_module);
-    return *out == nullptr ? static_cast<char *>(NGX_CONF_ERROR) : NGX_CONF_OK;
+    auto *zone = ngx_http_async_queue_zone_get(cf, name, 0);
+    if (zone == nullptr) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_http_async_zone_note_ref(cf, zone, directive);
+    *out = zone->shm_zone;
+    return NGX_CONF_OK;
 }
 
-static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
-                                                void *data)
+static void ngx_http_async_queue_attach(ngx_http_async_zone_t *base,
+                                        void *block)
 {
-    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(shm_zone->data);
-    auto *old = static_cast<ngx_http_async_queue_zone_t *>(data);
-    async::wake_set wake{};
+    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(base);
+    zone->sh = static_cast<ngx_http_async_queue_shared_t *>(block);
+    zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
+}
 
-    if (old != nullptr) {
-        // reload with the same name and size: keep the queue and its holders,
-        // take the new limits
-        zone->shpool = old->shpool;
-        zone->sh = old->sh;
-        zone->q = old->q;
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        zone->sh->timeout = zone->timeout;
-        zone->sh->configured_length = static_cast<uint32_t>(zone->length);
-        ngx_http_async_queue_tune(zone, false);
-        ngx_uint_t length = ngx_min(zone->length, zone->q->capacity);
-        async::ticket_queue_set_limits(zone->q,
-                                       static_cast<uint32_t>(zone->max_active),
-                                       static_cast<uint32_t>(length), &wake);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        // waiters admitted by a larger max_active belong to old workers,
-        // whose safety timer picks them up
-        return NGX_OK;
-    }
+static void ngx_http_async_queue_reconfigure(ngx_http_async_zone_t *base)
+{
+    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(base);
+    zone->sh->timeout = zone->timeout;
+    zone->sh->configured_length = static_cast<uint32_t>(zone->length);
+}
 
-    zone->shpool = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
-    if (shm_zone->shm.exists) {
-        zone->sh =
-            static_cast<ngx_http_async_queue_shared_t *>(zone->shpool->data);
-        zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
-        return NGX_OK;
-    }
+// Reload, under the lock: the learned limit and CoDel go on.
+static void ngx_http_async_queue_reload(ngx_http_async_zone_t *base)
+{
+    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(base);
+    ngx_http_async_queue_reconfigure(zone);
+    ngx_http_async_queue_tune(zone, false);
+}
 
+static void *ngx_http_async_queue_create(ngx_http_async_zone_t *base,
+                                         ngx_shm_zone_t *shm_zone)
+{
+    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(base);
     uint32_t capacity =
         ngx_http_async_queue_capacity_for_zone(shm_zone->shm.size);
     void *mem = nullptr;
@@ -233,14 +195,12 @@ static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "async_queue_zone \"%V\" is too small for length=%ui",
                       &shm_zone->shm.name, zone->length);
-        return NGX_ERROR;
+        return nullptr;
     }
 
-    zone->sh = static_cast<ngx_http_async_queue_shared_t *>(mem);
-    ngx_memzero(zone->sh, sizeof(ngx_http_async_queue_shared_t));
-    zone->sh->timeout = zone->timeout;
-    zone->sh->configured_length = static_cast<uint32_t>(zone->length);
-    zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
+    ngx_memzero(mem, sizeof(ngx_http_async_queue_shared_t));
+    ngx_http_async_queue_attach(zone, mem);
+    ngx_http_async_queue_reconfigure(zone);
     async::ticket_queue_init(zone->q, capacity,
                              static_cast<uint32_t>(zone->max_active),
                              static_cast<uint32_t>(zone->length));
@@ -249,16 +209,18 @@ static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
     async::ticket_queue_set_limits(zone->q,
                                    static_cast<uint32_t>(zone->max_active),
                                    static_cast<uint32_t>(zone->length), &none);
-    zone->shpool->data = zone->sh;
+    return mem;
+}
 
-    size_t len = sizeof(" in async_queue_zone \"\"") + shm_zone->shm.name.len;
-    zone->shpool->log_ctx =
-        static_cast<u_char *>(ngx_slab_alloc(zone->shpool, len));
-    if (zone->shpool->log_ctx != nullptr) {
-        ngx_sprintf(zone->shpool->log_ctx, " in async_queue_zone \"%V\"%Z",
-                    &shm_zone->shm.name);
-    }
-    return NGX_OK;
+static const ngx_http_async_zone_ops_t ngx_http_async_queue_zone_ops = {
+    "async_queue_zone", ngx_http_async_queue_attach,
+    ngx_http_async_queue_reload, ngx_http_async_queue_create};
+
+static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
+                                                void *data)
+{
+    return ngx_http_async_zone_init(shm_zone, data,
+                                    ngx_http_async_queue_zone_ops);
 }
 
 static void ngx_http_async_queue_log_reclaimed(
@@ -270,11 +232,6 @@ static void ngx_http_async_queue_log_reclaimed(
                       "queue places of exited worker processes",
                       &zone->name, reclaimed);
     }
-}
-
-static bool ngx_http_async_pid_alive(int64_t pid)
-{
-    return kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
 }
 
 // A worker starts: take over this process slot in every zone (giving back
@@ -301,16 +258,8 @@ ngx_int_t ngx_http_async_queue_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
-        async::wake_set wake{};
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        uint32_t reclaimed = async::ticket_queue_claim(
-            zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_pid, &wake);
-        reclaimed +=
-            async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive, &wake);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-
+        uint32_t reclaimed = ngx_http_async_zone_reclaim(zone, true, [] {});
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
-        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
     }
     return NGX_OK;
 }
@@ -330,39 +279,9 @@ void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
         if (zone->q == nullptr) {
             continue;
         }
-        async::wake_set wake{};
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        uint32_t reclaimed =
-            async::ticket_queue_reap(zone->q, ngx_http_async_pid_alive, &wake);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        uint32_t reclaimed = ngx_http_async_zone_reclaim(zone, false, [] {});
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
-        ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
     }
-}
-
-ngx_int_t ngx_http_async_queue_snapshot(ngx_http_async_queue_zone_t *zone,
-                                        ngx_http_async_queue_snapshot_t *out)
-{
-    if (zone->q == nullptr) {
-        return NGX_DECLINED;
-    }
-    out->name = zone->name;
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    out->active = zone->q->active;
-    out->max_active = zone->q->max_active;
-    out->waiting = zone->q->waiting;
-    out->length = zone->q->length;
-    out->timeout = zone->sh->timeout;
-    out->counters = zone->q->counters;
-    out->wait = zone->sh->wait;
-    ngx_memcpy(out->class_counters, zone->q->class_counters,
-               sizeof(out->class_counters));
-    ngx_memcpy(out->class_wait, zone->sh->class_wait, sizeof(out->class_wait));
-    out->tuning = zone->tuning;
-    out->limit = zone->sh->limit;
-    out->codel = zone->q->codel;
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-    return NGX_OK;
 }
 
 // --- active=auto, discipline= ---------------------------------------------

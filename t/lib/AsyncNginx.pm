@@ -58,7 +58,9 @@ sub valgrind_suppressions {
     return undef;
 }
 
-sub valgrind { return scalar(valgrind_options()) > 0 }
+# valgrind_options in list context: in scalar context its bare `return ()`
+# is undef.
+sub valgrind { my @opts = valgrind_options(); return @opts > 0 }
 
 # True when nginx runs many times slower than usual (valgrind, sanitizers):
 # suites use it only to skip or widen pure timing assertions.
@@ -250,6 +252,15 @@ sub reload {
         sleep 0.05;
     }
     return;
+}
+
+# After a reload: waits until every replaced worker has exited (until then
+# it may still accept a connection with the old configuration).
+sub wait_retired {
+    my ($self, $timeout) = @_;
+    return wait_until(sub {
+        !grep { -e "/proc/$_" } keys %{ $self->{retired} || {} };
+    }, $timeout // 10);
 }
 
 # Stops nginx (QUIT, then KILL after 10 s, 60 s under valgrind, whose
@@ -457,6 +468,19 @@ sub status {
     my $r = $self->get($path // '/status');
     return undef unless $r->{status} == 200;
     return eval { decode_json($r->{body}) };
+}
+
+# Waits for a state instead of sleeping for it: calls $cond every 50 ms
+# until it returns true or $timeout seconds (times wait_factor) pass.
+# Returns the last value of $cond.
+sub wait_until {
+    my ($cond, $timeout, $interval) = @_;
+    my $deadline = time + ($timeout // 5) * wait_factor();
+    while (1) {
+        my $v = $cond->();
+        return $v if $v || time >= $deadline;
+        sleep($interval // 0.05);
+    }
 }
 
 # Polls the status until the zone is idle (active 0, waiting 0).

@@ -165,6 +165,21 @@ static void test_decode_rejects_wrong_length(void **)
     assert_false(decode_id(bytes("AAAAAAAAAAAAAAAAAAAAAA\0"), out));
 }
 
+// The length alone decides: a short id is refused even when the bytes after
+// it in memory would complete a valid one (the decoder must not read them).
+static void test_decode_rejects_short_prefix_of_valid_id(void **)
+{
+    const char text[] = "AAECAwQFBgcICQoLDA0ODwAA"; // a valid id, then more
+    uint8_t out[id_bytes];
+    for (size_t len = 0; len < id_chars; ++len) {
+        std::memset(out, 0xAA, sizeof(out));
+        assert_false(decode_id(std::string_view(text, len), out));
+        assert_true(all_zero(out));
+    }
+    assert_true(decode_id(std::string_view(text, id_chars), out));
+    assert_false(decode_id(std::string_view(text, id_chars + 1), out));
+}
+
 static void test_decode_failure_zeroes_output(void **)
 {
     uint8_t out[id_bytes];
@@ -205,6 +220,7 @@ int main()
         cmocka_unit_test(test_decode_rejects_standard_base64_chars),
         cmocka_unit_test(test_decode_rejects_nonzero_trailing_bits),
         cmocka_unit_test(test_decode_rejects_wrong_length),
+        cmocka_unit_test(test_decode_rejects_short_prefix_of_valid_id),
         cmocka_unit_test(test_decode_failure_zeroes_output),
         cmocka_unit_test(test_ct_equal_compares_all_bytes),
     };

@@ -198,6 +198,19 @@ static void test_accept_prometheus_scraper(void **)
     assert_true(prometheus_text_accepted("application/json;q=0.5, text/plain"));
 }
 
+// RFC 9110 12.5.1: equal q values carry no order, so a tie is the server's
+// choice; asking for text/plain as strongly as for JSON gets the text
+// format, whichever comes first.
+static void test_accept_tie_gets_text(void **)
+{
+    assert_true(prometheus_text_accepted("text/plain, application/json"));
+    assert_true(prometheus_text_accepted("application/json, text/plain"));
+    assert_true(prometheus_text_accepted(
+        "application/json;q=0.5, text/plain;version=0.0.4;q=0.5"));
+    assert_true(prometheus_text_accepted(
+        "text/plain;q=0.7, application/json;q=0.7, */*;q=0.9"));
+}
+
 static void test_accept_others_get_json(void **)
 {
     assert_false(prometheus_text_accepted(""));
@@ -230,6 +243,7 @@ int main()
         cmocka_unit_test(test_invalid_names_are_misuse),
         cmocka_unit_test(test_overflow_never_writes_past_capacity),
         cmocka_unit_test(test_accept_prometheus_scraper),
+        cmocka_unit_test(test_accept_tie_gets_text),
         cmocka_unit_test(test_accept_others_get_json),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
