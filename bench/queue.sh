@@ -9,7 +9,10 @@
 # 3. wake latency from a slot's release to the parked request's answer
 # 4. the same overload through HAProxy (maxconn + timeout queue) and here,
 #    over HTTP/1.1 (wrk) and over HTTP/2 (h2load: streams of few connections)
+#
+#   BENCH_ONLY=wake bench/queue.sh     only 3. (no backend, no HAProxy)
 set -euo pipefail
+ONLY=${BENCH_ONLY:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${1:-5}
@@ -67,7 +70,7 @@ worker_pids() {
     pgrep -P "$(cat "$WORK/$1/logs/nginx.pid")" | paste -sd, -
 }
 
-start_nginx back "
+[ "$ONLY" = wake ] || start_nginx back "
     server {
         listen 127.0.0.1:$BACK backlog=4096;
         location /b { echo_sleep 0.05; echo ok; }
@@ -109,6 +112,7 @@ start_nginx front "
         }
     }"
 
+if [ "$ONLY" != wake ]; then
 cat >"$WORK/haproxy.cfg" <<EOF
 global
     maxconn 9000
@@ -131,6 +135,7 @@ backend be
 EOF
 haproxy -D -f "$WORK/haproxy.cfg"
 sleep 0.5
+fi
 
 wrk_rps() { # path connections -> requests/s
     wrk -t2 -c"$2" -d"${SECS}s" "http://127.0.0.1:$FRONT$1" | awk '/Requests\/sec/ {print $2}'
@@ -163,6 +168,7 @@ echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "Command: \`bench/queue.sh $SECS\`."
 echo
 
+if [ "$ONLY" != wake ]; then
 # 1. overhead, alternating runs; requests/s is noisy on a shared machine,
 # instructions per request are not
 plain=() queued=() plain_ins=() queued_ins=()
@@ -223,6 +229,8 @@ print(f"| `limit_req` delay | {l['held']} | {l['rss_before_kb']} KB | {l['rss_he
 EOF
 echo
 
+fi
+
 # 3. wake latency
 wake=$(python3 "$ROOT/bench/lib/queue_clients.py" wake "$FRONT" 300)
 echo "### 3. Release to admission (300 rounds, two workers)"
@@ -238,6 +246,8 @@ print("|---|---|---|---|")
 print(f"| {r['rounds']} | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms |")
 EOF
 echo
+
+[ "$ONLY" = wake ] && exit 0
 
 # 4. overload: HAProxy vs this module, same backend
 overload() { # port path

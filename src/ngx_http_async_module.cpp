@@ -4,6 +4,7 @@
 #include "ngx_http_async_module.hpp"
 #include "common/ngx_http_async_conf.hpp"
 #include "common/ngx_http_async_stats.hpp"
+#include "common/ngx_http_async_wake.hpp"
 #include "common/ngx_http_async_status_section.hpp"
 #include "fanout/ngx_http_async_fanout.hpp"
 #include "job/ngx_http_async_job.hpp"
@@ -16,8 +17,10 @@ static void *ngx_http_async_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_async_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
                                            void *child);
+static ngx_int_t ngx_http_async_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle);
 static void ngx_http_async_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_async_exit_master(ngx_cycle_t *cycle);
 
 static ngx_conf_num_bounds_t ngx_http_async_queue_status_bounds = {
     ngx_conf_check_num_bounds, 400, 599};
@@ -136,12 +139,12 @@ ngx_module_t ngx_http_async_module = {
     ngx_http_async_commands,     // module directives
     NGX_HTTP_MODULE,             // module type
     nullptr,                     // init master
-    nullptr,                     // init module
+    ngx_http_async_init_module,  // init module
     ngx_http_async_init_process, // init process
     nullptr,                     // init thread
     nullptr,                     // exit thread
     ngx_http_async_exit_process, // exit process
-    nullptr,                     // exit master
+    ngx_http_async_exit_master,  // exit master
     NGX_MODULE_V1_PADDING};
 }
 
@@ -256,16 +259,37 @@ static bool ngx_http_async_serves_requests()
            || ngx_process == NGX_PROCESS_SINGLE;
 }
 
-static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle)
+// Whether this cycle has zones whose workers wake each other.
+static bool ngx_http_async_uses_wake(ngx_cycle_t *cycle)
 {
-    if (!ngx_http_async_serves_requests()) {
-        return NGX_OK;
-    }
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr
-        || (amcf->queue_zones.nelts == 0 && amcf->job_zones.nelts == 0)) {
+    return amcf != nullptr
+           && (amcf->queue_zones.nelts != 0 || amcf->job_zones.nelts != 0);
+}
+
+static ngx_int_t ngx_http_async_init_module(ngx_cycle_t *cycle)
+{
+    if (!ngx_http_async_uses_wake(cycle)) {
         return NGX_OK;
+    }
+    return ngx_http_async_wake_init_module(cycle);
+}
+
+static ngx_int_t ngx_http_async_init_process(ngx_cycle_t *cycle)
+{
+    if (!ngx_http_async_serves_requests() || !ngx_http_async_uses_wake(cycle)) {
+        return NGX_OK;
+    }
+    // wake-ups reach each concern through the handlers it registers here;
+    // reap handlers run first, on the safety timer
+    if (ngx_http_async_wake_register(ngx_http_async_queue_resume_granted,
+                                     ngx_http_async_queue_reap)
+            != NGX_OK
+        || ngx_http_async_wake_register(ngx_http_async_job_wake,
+                                        ngx_http_async_job_reap)
+               != NGX_OK) {
+        return NGX_ERROR;
     }
     if (ngx_http_async_wake_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
@@ -282,4 +306,9 @@ static void ngx_http_async_exit_process(ngx_cycle_t *cycle)
         ngx_http_async_job_exit_process(cycle);
         ngx_http_async_wake_exit_process(cycle);
     }
+}
+
+static void ngx_http_async_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_async_wake_exit_master(cycle);
 }

@@ -219,15 +219,6 @@ static ngx_int_t ngx_http_async_fanout_launch(ngx_http_async_fanout_t *fo,
     return NGX_OK;
 }
 
-static void ngx_http_async_fanout_init_timer(ngx_event_t *ev,
-                                             ngx_event_handler_pt handler,
-                                             void *data, ngx_log_t *log)
-{
-    ev->handler = handler;
-    ev->data = data;
-    ev->log = log;
-}
-
 // --- handlers -----------------------------------------------------------
 
 static ngx_int_t ngx_http_async_fanout_handler(ngx_http_request_t *r)
@@ -309,8 +300,8 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
         call->timeout = call->conf->timeout != NGX_CONF_UNSET_MSEC
                             ? call->conf->timeout
                             : alcf->fetch_timeout;
-        ngx_http_async_fanout_init_timer(
-            &call->hedge_timer, ngx_http_async_fanout_hedge, call, c->log);
+        async::event_init(&call->hedge_timer, call, ngx_http_async_fanout_hedge,
+                          c->log);
 
         if (ngx_http_async_fanout_launch(fo, call) != NGX_OK) {
             ngx_http_async_fanout_resolve(call, call_state::failed,
@@ -322,13 +313,13 @@ static void ngx_http_async_fanout_start(ngx_http_request_t *r)
             ngx_add_timer(&call->hedge_timer, call->conf->hedge);
         }
     }
-    ngx_http_async_fanout_init_timer(
-        &fo->timeouts, ngx_http_async_fanout_timeouts, fo, c->log);
+    async::event_init(&fo->timeouts, fo, ngx_http_async_fanout_timeouts,
+                      c->log);
     ngx_http_async_fanout_arm(fo);
 
     if (alcf->fanout_timeout != 0) {
-        ngx_http_async_fanout_init_timer(
-            &fo->deadline, ngx_http_async_fanout_deadline, fo, c->log);
+        async::event_init(&fo->deadline, fo, ngx_http_async_fanout_deadline,
+                          c->log);
         ngx_add_timer(&fo->deadline, alcf->fanout_timeout);
     }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
+#include "common/ngx_http_async_event.hpp"
 
 extern "C" {
 extern ngx_module_t ngx_http_async_fanout_filter_module;
@@ -53,6 +54,7 @@ struct ngx_http_async_attempt_t {
 enum class call_state : uint8_t { running, ok, failed };
 
 struct ngx_http_async_call_t {
+    async::event_ident ident; // the hedge timer's data
     ngx_http_async_fanout_t *fanout;
     ngx_http_async_fetch_t *conf;
     ngx_str_t uri; // as the first attempt asked for it
@@ -71,6 +73,7 @@ struct ngx_http_async_call_t {
 
 // The fan-out of one request, in its pool.
 struct ngx_http_async_fanout_t {
+    async::event_ident ident; // the data of its timers
     ngx_http_request_t *r;
     ngx_http_async_loc_conf_t *alcf;
     ngx_http_async_call_t *calls;

@@ -3,8 +3,10 @@
 // and a list link; the worker that finishes a job wakes the workers its
 // record names, and each one answers its own waiters.
 #include "job/ngx_http_async_job.hpp"
+#include "common/ngx_http_async_event.hpp"
 
 struct ngx_http_async_job_waiter_t {
+    async::event_ident ident; // the timer's data
     ngx_http_request_t *r;
     ngx_http_async_job_zone_t *zone;
     ngx_queue_t link;  // in its watch
@@ -123,9 +125,8 @@ ngx_int_t ngx_http_async_job_park(ngx_http_request_t *r,
     ngx_queue_insert_tail(&watch->waiters, &w->link);
     zone->nwaiters++;
 
-    w->timer.handler = ngx_http_async_job_waiter_timeout;
-    w->timer.data = w;
-    w->timer.log = r->connection->log;
+    async::event_init(&w->timer, w, ngx_http_async_job_waiter_timeout,
+                      r->connection->log);
     ngx_add_timer(&w->timer, timeout);
 
     // notice a client that goes away while parked

@@ -4,6 +4,7 @@
 // with async_queue_status: queue full, timed out, evicted by a request of a
 // higher class, or dropped by CoDel.
 #include "queue/ngx_http_async_queue.hpp"
+#include "common/ngx_http_async_event.hpp"
 
 #include "common/ngx_http_async_conf.hpp"
 
@@ -24,6 +25,7 @@ enum class queue_outcome : ngx_uint_t {
 // is found again through its pool cleanup, which survives internal
 // redirects (module contexts do not).
 struct ngx_http_async_queue_entry_t {
+    async::event_ident ident; // the timer's data
     ngx_http_request_t *r;
     ngx_http_async_queue_zone_t *zone;
     ngx_event_t timer;
@@ -201,9 +203,8 @@ static ngx_int_t ngx_http_async_queue_park(ngx_http_request_t *r,
     zone->parked[entry->node] = entry;
     zone->parked_count++;
 
-    entry->timer.handler = ngx_http_async_queue_timeout;
-    entry->timer.data = entry;
-    entry->timer.log = r->connection->log;
+    async::event_init(&entry->timer, entry, ngx_http_async_queue_timeout,
+                      r->connection->log);
     ngx_add_timer(&entry->timer, zone->timeout);
 
     if (r == r->main) {

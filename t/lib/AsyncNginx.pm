@@ -80,6 +80,9 @@ sub new {
         http    => $args{http} // '',
         main    => $args{main} // '',
         events  => $args{events} // '',
+        # error_log level: log_level, else TEST_NGINX_LOG_LEVEL (as the
+        # bundled Test::Nginx::Socket), else info
+        log_level => $args{log_level} // $ENV{TEST_NGINX_LOG_LEVEL} // 'info',
         root    => "$base-$name",
         pid     => undef,
     }, $class;
@@ -108,7 +111,7 @@ worker_processes $workers;
 daemon on;
 master_process on;
 pid logs/nginx.pid;
-error_log logs/error.log info;
+error_log logs/error.log $self->{log_level};
 worker_shutdown_timeout 10s;
 $self->{main}
 
