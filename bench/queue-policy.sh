@@ -247,7 +247,7 @@ set terminal pngcairo size 800,400 noenhanced;
 set output '{png}';
 set title 'active=auto: limit while the backend capacity C changes {C} -> 5 -> {C}';
 set xlabel 'seconds'; set ylabel 'concurrency';
-set key top right; set grid;
+set key outside right top; set grid; set yrange [0:{int(2.5 * C)}];
 plot '{work}/limit.dat' using 1:3 with lines lw 1 lc rgb '#999999' title 'C',
      '' using 1:4 with lines lw 1 dt 2 lc rgb '#999999' title '2C',
      '' using 1:2 with steps lw 2 lc rgb '#1f77b4' title 'limit'
