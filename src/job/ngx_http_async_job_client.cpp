@@ -62,7 +62,7 @@ ngx_int_t ngx_http_async_job_exchange(ngx_http_async_job_run_t *run,
         ngx_close_socket(fds[1]);
         return NGX_ERROR;
     }
-    if (ngx_http_async_job_accept(run, fds[0], callback, state) != NGX_OK) {
+    if (ngx_http_async_job_accept(run, fds[0], state) != NGX_OK) {
         ngx_close_connection(c);
         return NGX_ERROR;
     }

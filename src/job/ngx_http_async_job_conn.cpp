@@ -92,8 +92,7 @@ static void ngx_http_async_job_unaccept(ngx_connection_t *c)
 }
 
 ngx_int_t ngx_http_async_job_accept(ngx_http_async_job_run_t *run,
-                                    ngx_socket_t fd, bool callback,
-                                    async::job_state state)
+                                    ngx_socket_t fd, async::job_state state)
 {
     ngx_listening_t *ols = run->listening;
 #if (NGX_STAT_STUB)
@@ -158,7 +157,6 @@ ngx_int_t ngx_http_async_job_accept(ngx_http_async_job_run_t *run,
     }
     async::encode_id(run->id, link->id);
     link->state = state;
-    (void) callback;
 
     ngx_memcpy(sa, run->sockaddr, run->socklen);
     ngx_memcpy(lsa, run->local_sockaddr, run->local_socklen);

@@ -182,9 +182,10 @@ static bool ngx_http_async_job_copy_address(ngx_http_request_t *r,
     run->listening = c->listening;
     run->addr_conf = r->http_connection->addr_conf;
     run->sockaddr =
-        static_cast<struct sockaddr *>(ngx_pnalloc(run->pool, c->socklen));
-    run->local_sockaddr = static_cast<struct sockaddr *>(
-        ngx_pnalloc(run->pool, c->local_socklen));
+        static_cast<struct sockaddr *>(ngx_palloc(run->pool, c->socklen));
+    // aligned: nginx reads them as struct sockaddr_in
+    run->local_sockaddr =
+        static_cast<struct sockaddr *>(ngx_palloc(run->pool, c->local_socklen));
     if (run->sockaddr == nullptr || run->local_sockaddr == nullptr) {
         return false;
     }

@@ -175,7 +175,7 @@ void ngx_http_async_job_start(ngx_event_t *ev)
         goto failed;
     }
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "async_job: started *%uA", run->ex->c->number);
+                   "async_job: started job %uD", run->index);
     return;
 
 failed:

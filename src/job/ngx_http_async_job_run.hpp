@@ -128,8 +128,7 @@ void ngx_http_async_job_hold(ngx_event_t *ev);
 // Makes fd the nginx end of a job's socketpair: a connection accepted on
 // a copy of the client's listening, handed to ngx_http_init_connection().
 ngx_int_t ngx_http_async_job_accept(ngx_http_async_job_run_t *run,
-                                    ngx_socket_t fd, bool callback,
-                                    async::job_state state);
+                                    ngx_socket_t fd, async::job_state state);
 
 // --- the job's client end (ngx_http_async_job_client.cpp) ----------------
 
