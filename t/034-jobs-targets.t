@@ -89,6 +89,7 @@ my $http = <<"EOF";
     async_job_zone zone=jobs:4m active=16 length=64 max_result=1m;
     limit_req_zone \$host zone=lr:1m rate=2r/s;
     proxy_cache_path tmp/cache keys_zone=pc:1m;
+    log_format hook escape=none '\$arg_id \$request_body';
     server {
         listen 127.0.0.1:\$PORT;
         client_body_buffer_size 1k;
@@ -101,6 +102,16 @@ my $http = <<"EOF";
             add_header X-Pid \$pid always;
         }
         location /job-internal { async_job jobs /hidden; }
+        location /job-callback {
+            async_job jobs /t/nested;
+            async_job_callback /hook?id=\$async_job_id;
+        }
+        location /hook {
+            internal;
+            echo_read_request_body;
+            echo_location /t/inner;
+            access_log logs/hook.log hook;
+        }
         location /hidden { internal; echo "internal ok"; }
         location /jobs/ { async_job_status jobs; }
         location = /status { async_status; }
@@ -362,6 +373,34 @@ subtest 'a worker killed mid-run: its job fails (worker_lost), the rest goes on'
     my @signals = $ng->error_log =~ /(exited on signal \d+)/g;
     is(scalar(@signals), $kills, 'no worker died but those killed');
     is(scalar(grep { $_ ne 'exited on signal 9' } @signals), 0, 'all by SIGKILL');
+};
+
+subtest 'DELETE of a running job: the client end leaves, the job is cancelled' => sub {
+    for my $path ('/t/proxyslow', '/t/nobuf', '/t/nestedslow', '/t/ssislow.html') {
+        my ($id) = submit('GET', $path);
+        is(wait_state($id, 'running')->{status}, 'running', "$path: running");
+        is($ng->request('DELETE', "/jobs/$id")->{status}, 202, "$path: 202");
+        my $st = final($id);
+        is($st->{status}, 'cancelled', "$path: cancelled");
+        is($ng->get("/jobs/$id/result")->{status}, 409, "$path: no result");
+    }
+    is(wait_idle()->{running}, 0, 'nothing left running');
+};
+
+subtest 'the callback runs through a location with a subrequest of its own' => sub {
+    my $id = job_of($ng->request('POST', '/job-callback'));
+    is(final($id)->{status}, 'completed', 'completed');
+    my $deadline = time + 10 * AsyncNginx::wait_factor();
+    my @lines;
+    while (time < $deadline) {
+        @lines = grep { /^\Q$id\E / } $ng->log_file('hook.log');
+        last if @lines;
+        sleep 0.05;
+    }
+    is(scalar(@lines), 1, 'the hook got one call for the job');
+    like($lines[0] // '', qr/"status":"completed"/, 'with the status JSON');
+    unlike($ng->error_log, qr/async_job_callback for job \Q$id\E failed/,
+        'not logged as failed');
 };
 
 subtest 'nothing crashed, no alert' => sub {
