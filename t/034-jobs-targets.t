@@ -16,6 +16,7 @@ use JSON::PP;
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 use POSIX qw(:sys_wait_h);
+use Digest::MD5 qw(md5_hex);
 use AsyncNginx;
 
 my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
@@ -54,6 +55,14 @@ sub backend_reply {
         # announces 20 bytes, sends 10, closes
         print $c $h . "Content-Type: text/x-trunc\r\nContent-Length: 20\r\n\r\n";
         print $c "0123456789";
+    } elsif ($path =~ m{^/sum}) {
+        my $b = md5_hex($body) . ' ' . length($body) . "\n";
+        print $c $h . "Content-Type: text/plain\r\nContent-Length: "
+            . length($b) . "\r\n\r\n$b";
+    } elsif ($path =~ m{^/echoslow}) {
+        sleep 1.5;
+        print $c $h . "Content-Type: application/x-echo\r\nContent-Length: "
+            . length($body) . "\r\n\r\n$body";
     } elsif ($path =~ m{^/echo}) {
         print $c $h . "Content-Type: application/x-echo\r\nContent-Length: "
             . length($body) . "\r\n\r\n$body";
@@ -87,6 +96,7 @@ END { kill 'KILL', $backend_pid if $backend_pid; }
 
 my $http = <<"EOF";
     async_job_zone zone=jobs:4m active=16 length=64 max_result=1m;
+    async_job_zone zone=held:1m active=1 length=20;
     limit_req_zone \$host zone=lr:1m rate=2r/s;
     proxy_cache_path tmp/cache keys_zone=pc:1m;
     log_format hook escape=none '\$arg_id \$request_body';
@@ -114,6 +124,12 @@ my $http = <<"EOF";
         }
         location /hidden { internal; echo "internal ok"; }
         location /jobs/ { async_job_status jobs; }
+        location /held/hold { async_job held /t/sleep30; }
+        location /held/sum { async_job held /t/uploadsum; }
+        location /held/jobs/ { async_job_status held; }
+        location /t/sleep30 { echo_sleep 30; echo "slept"; }
+        location /t/uploadsum { proxy_pass http://127.0.0.1:$be/sum; }
+        location /t/uploadslow { proxy_pass http://127.0.0.1:$be/echoslow; }
         location = /status { async_status; }
 
         location /t/proxy { proxy_pass http://127.0.0.1:$be/plain; }
@@ -349,12 +365,13 @@ subtest 'clients that leave right after submitting: every job still ends' => sub
 subtest 'a worker killed mid-run: its job fails (worker_lost), the rest goes on' => sub {
     my $kills = 0;
     for my $path ('/t/proxyslow', '/t/nobuf', '/t/nestedslow', '/t/ssislow.html',
-                  '/t/limited') {
+                  '/t/limited', '/t/uploadslow') {
         # limit_req delays only behind earlier requests: queue a few
         my @ids;
         my $pid;
         for (1 .. ($path eq '/t/limited' ? 4 : 1)) {
-            my ($id, $r) = submit('GET', $path);
+            my ($id, $r) = $path eq '/t/uploadslow'
+                ? submit('POST', $path, body => $upload) : submit('GET', $path);
             push @ids, $id;
             $pid = $r->{headers}{'x-pid'};
         }
@@ -401,6 +418,48 @@ subtest 'the callback runs through a location with a subrequest of its own' => s
     like($lines[0] // '', qr/"status":"completed"/, 'with the status JSON');
     unlike($ng->error_log, qr/async_job_callback for job \Q$id\E failed/,
         'not logged as failed');
+};
+
+subtest 'queued bodies stay on disk: worker memory does not grow with them' => sub {
+    my $rss = sub {
+        my $sum = 0;
+        for my $pid ($ng->worker_pids) {
+            open my $fh, '<', "/proc/$pid/status" or next;
+            while (<$fh>) { $sum += $1 if /^VmRSS:\s+(\d+)/ }
+        }
+        return $sum; # kB
+    };
+    my $hold = job_of($ng->request('POST', '/held/hold'));
+    my $held_state = sub {
+        my $r = $ng->get("/held/jobs/$_[0]" . ($_[1] // ''));
+        return eval { decode_json($r->{body}) } // {};
+    };
+    my $deadline = time + 10;
+    sleep 0.05 while $held_state->($hold)->{status} ne 'running' && time < $deadline;
+    is($held_state->($hold)->{status}, 'running', 'the one slot is held');
+    my @bodies = map { my $n = $_; join('', map { chr(($_ * $n + 11) % 256) } 0 .. 4 * 1024 * 1024) } 1 .. 10;
+    my $before = $rss->();
+    my @ids = map { job_of($ng->request('POST', '/held/sum', body => $_, timeout => 30)) } @bodies;
+    my $after = $rss->();
+    is(scalar(grep { $held_state->($_)->{status} eq 'queued' } grep { $_ } @ids), 10,
+        '10 jobs of 4 MB queued');
+    SKIP: {
+        skip 'RSS under valgrind or sanitizers', 1 if AsyncNginx::slow();
+        ok($after - $before < 8 * 1024,
+            'worker RSS grew ' . int(($after - $before) / 1024) . ' MB for 40 MB of queued bodies');
+    }
+    is($ng->request('DELETE', "/held/jobs/$hold")->{status}, 202, 'the slot is let go');
+    for my $i (0 .. $#ids) {
+        my $st = {};
+        for (1 .. 8) {
+            $st = $held_state->($ids[$i], '?wait=5');
+            last if $st->{status} =~ /^(completed|failed|cancelled)$/;
+        }
+        is($st->{status}, 'completed', "job $i completed");
+        is($ng->get("/held/jobs/$ids[$i]/result")->{body},
+            md5_hex($bodies[$i]) . ' ' . length($bodies[$i]) . "\n",
+            "job $i: the backend got its body whole");
+    }
 };
 
 subtest 'nothing crashed, no alert' => sub {
