@@ -12,6 +12,10 @@ static ngx_int_t ngx_http_async_job_callback(ngx_http_async_job_run_t *run)
                                             run->generation, &v)) {
         return NGX_DECLINED;
     }
+    if (v.rec.reason == async::job_reason::shutdown) {
+        // the worker is leaving (worker_shutdown_timeout): no new requests
+        return NGX_DECLINED;
+    }
     ngx_str_t body = ngx_http_async_job_status_json(run->pool, run->zone, &v);
     if (body.len == 0) {
         return NGX_ERROR;

@@ -5,6 +5,11 @@ static void ngx_http_async_job_end(ngx_http_async_job_run_t *run);
 
 static constexpr ngx_msec_t hold_interval = 1000;
 
+// ngx_event_ident() reads an event's data as a connection's fd
+static_assert(offsetof(ngx_http_async_job_run_t, ident_fd)
+                  == offsetof(ngx_connection_t, fd),
+              "the run's first fields must read as a connection's");
+
 ngx_http_async_job_ctx_t *ngx_http_async_job_ctx(ngx_http_request_t *r,
                                                  bool create)
 {
