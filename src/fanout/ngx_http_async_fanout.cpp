@@ -395,6 +395,17 @@ static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo)
         if (call->winner != nullptr) {
             ngx_http_async_fanout_resolve(call, call_state::ok,
                                           fanout_reason::none, 0);
+            if (ngx_http_async_fanout_part_has_boundary(fo, call)) {
+                // the part would end early for the client: a bad answer
+                // of its backend, never a broken frame
+                ngx_log_error(NGX_LOG_ERR, fo->r->connection->log, 0,
+                              "async_fetch \"%V\": body contains the "
+                              "multipart boundary",
+                              &call->conf->name);
+                call->state = call_state::failed;
+                call->reason = fanout_reason::status;
+                call->status = NGX_HTTP_BAD_GATEWAY;
+            }
         } else if (!running && failed != nullptr) {
             // a hedge only races a slow answer, it does not retry errors
             ngx_http_async_fanout_resolve(call, call_state::failed,

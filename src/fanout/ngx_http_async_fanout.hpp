@@ -100,6 +100,9 @@ ngx_http_async_fanout_attempt_of(ngx_http_request_t *sr);
 void ngx_http_async_fanout_post(ngx_http_async_fanout_t *fo);
 
 // aggregation (ngx_http_async_fanout_aggregate.cpp)
+// multipart: the call's captured body contains the boundary already chosen
+bool ngx_http_async_fanout_part_has_boundary(ngx_http_async_fanout_t *fo,
+                                             ngx_http_async_call_t *call);
 bool ngx_http_async_fanout_completed(ngx_http_async_fanout_t *fo);
 ngx_str_t ngx_http_async_fanout_failed_text(ngx_http_async_fanout_t *fo,
                                             ngx_pool_t *pool);
