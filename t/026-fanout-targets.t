@@ -30,6 +30,8 @@ my %targets = (
     cached     => "proxy_cache cache; proxy_cache_valid 200 1m; proxy_pass http://127.0.0.1:$backend_port/counter;",
     gzip       => 'gzip on; gzip_min_length 1; gzip_types text/plain; default_type text/plain; alias html/big.txt;',
     body       => "proxy_pass http://127.0.0.1:$backend_port/echo-body;",
+    auth       => 'auth_request /auth/ok; alias html/page.html; default_type text/html;',
+    ssi_set    => 'ssi on; alias html/set.html; default_type text/html;',
 );
 my @names = sort keys %targets;
 
@@ -59,6 +61,10 @@ $fanouts
         location \@fallback { default_type text/plain; return 200 "fallback\\n"; }
         location /piece/ { default_type text/plain; return 200 "piece-\$uri"; }
         location = /piece/slow { default_type text/plain; echo_sleep 0.2; echo -n "slow-piece"; }
+        location = /auth/ok { return 204; }
+        location = /auth/no { return 403; }
+        location = /t/denied { auth_request /auth/no; alias html/page.html; }
+        location = /f/denied { async_aggregate concat; async_fetch denied /t/denied optional; async_fetch ok /piece/ok; }
         location = /f/body-file {
             client_body_in_file_only on;
             async_aggregate concat;
@@ -121,6 +127,7 @@ $ng->start;
         'nested.html' => "A<!--# include virtual=\"/t/ssi\" -->B<!--# include virtual=\"/piece/slow\" -->C<!--# include virtual=\"/piece/two\" -->D",
         'wait.html'   => "1<!--# include virtual=\"/piece/slow\" wait=\"yes\" -->2<!--# include virtual=\"/piece/three\" -->3",
         'slow.html'   => "s<!--# include virtual=\"/t/slow_proxy\" -->t",
+        'set.html'    => "<!--# include virtual=\"/piece/kept\" set=\"v\" -->[<!--# echo var=\"v\" -->]",
         'short.html'  => "a<!--# include virtual=\"/t/short_unbuffered\" -->b",
     );
     for my $f (keys %files) {
@@ -157,6 +164,15 @@ is($ng->get('/f/echo_loc')->{body},
     'before piece-/piece/a middle slow-piece after',
     'echo_location: subrequest output in place');
 is($ng->get('/f/sub')->{body}, 'a dog and a dog', 'sub_filter applied');
+is($ng->get('/f/ssi_set')->{body}, '[piece-/piece/kept]',
+    'ssi: include set= (an in-memory subrequest) inside a call');
+{
+    # nginx runs no access phase for subrequests: what docs/directives.md
+    # warns about for client-controlled call URIs
+    is($ng->get('/t/denied')->{status}, 403, 'auth_request denies a client');
+    like($ng->get('/f/denied')->{body}, qr/^<p>x.*piece-\/piece\/ok\z/s,
+        'but not a call: subrequests skip the access phase');
+}
 is($ng->get('/f/unbuffered')->{body}, 'head-tail',
     'non-buffered proxy: the whole body');
 is($ng->get('/f/named')->{body}, "fallback\n", 'error_page to a named location');

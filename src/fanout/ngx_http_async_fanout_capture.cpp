@@ -109,6 +109,11 @@ static bool ngx_http_async_capture_adopt(ngx_http_async_node_t *node)
             sr->filter_need_in_memory = 1;
         }
         *pp = pr->next;
+        if (sr->done) {
+            // a waited subrequest that ended while not active: nginx
+            // finalizes it again once active; as a background one, now
+            ngx_http_post_request(sr, nullptr);
+        }
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "async_fetch: nested \"%V?%V\" taken over", &sr->uri,
                        &sr->args);
@@ -349,10 +354,15 @@ static ngx_int_t ngx_http_async_capture_nested_done(ngx_http_request_t *sr,
 
 static ngx_int_t ngx_http_async_capture_header_filter(ngx_http_request_t *r)
 {
-    if (r == r->main || r->subrequest_in_memory) {
+    if (r == r->main) {
         return ngx_http_next_header_filter(r);
     }
+    // taken over before it ends (its creator may wait for it: SSI set=,
+    // auth_request), although its output stays nginx's in-memory one
     ngx_http_async_node_t *node = ngx_http_async_capture_node_of(r);
+    if (r->subrequest_in_memory) {
+        return ngx_http_next_header_filter(r);
+    }
     if (node == nullptr) {
         return ngx_http_next_header_filter(r);
     }
