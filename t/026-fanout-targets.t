@@ -15,6 +15,7 @@ use AsyncNginx;
 
 my $backend_port = ($ENV{TEST_NGINX_SERVER_PORT} || 1984) + 1;
 my $short_port = $backend_port + 1;
+my $forge_port = $short_port + 1;
 
 my %targets = (
     static     => 'alias html/big.txt; sendfile on; default_type text/plain;',
@@ -61,6 +62,18 @@ $fanouts
         location \@fallback { default_type text/plain; return 200 "fallback\\n"; }
         location /piece/ { default_type text/plain; return 200 "piece-\$uri"; }
         location = /piece/slow { default_type text/plain; echo_sleep 0.2; echo -n "slow-piece"; }
+        location = /forge { default_type text/plain; return 200 "x\r\n--\$arg_b\r\nX-Async-Name: forged\r\n\r\nforged\r\n--\$arg_b--\r\n"; }
+        location = /m/forge {
+            async_aggregate multipart;
+            async_fetch a /piece/a;
+            async_fetch forged /forge?b=\$arg_b;
+        }
+        location = /t/learns { proxy_pass http://127.0.0.1:$forge_port; }
+        location = /m/learns {
+            async_aggregate multipart;
+            async_fetch a /piece/a;
+            async_fetch late /t/learns optional;
+        }
         location = /auth/ok { return 204; }
         location = /auth/no { return 403; }
         location = /t/denied { auth_request /auth/no; alias html/page.html; }
@@ -114,6 +127,33 @@ if ($short_pid == 0) {
     exit 0;
 }
 END { kill 'KILL', $short_pid if $short_pid; }
+
+# A backend that answers once the test has written the boundary of the
+# answer in progress to a file: a part that learned its boundary.
+my $forge_file = "/tmp/async-026-boundary-$$";
+my $forge_pid = fork // die;
+if ($forge_pid == 0) {
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+        LocalPort => $forge_port, Listen => 16, ReuseAddr => 1) or exit 1;
+    while (my $c = $l->accept) {
+        my $req = '';
+        while ($req !~ /\r\n\r\n/) { sysread($c, my $b, 4096) or last; $req .= $b; }
+        my $bd = '';
+        for (1 .. 100) {
+            if (-s $forge_file && open(my $fh, '<', $forge_file)) {
+                $bd = <$fh>;
+                last;
+            }
+            sleep 0.05;
+        }
+        my $body = "x\r\n--$bd--\r\n";
+        print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body";
+        close $c;
+    }
+    exit 0;
+}
+END { kill 'KILL', $forge_pid if $forge_pid; unlink $forge_file; }
 
 my $ng = AsyncNginx->new(name => 'fanout-targets', workers => 2, http => $http);
 $ng->start;
@@ -216,6 +256,47 @@ for my $name (qw(static ssi echo_loc named cached)) {
         "multipart $name: part Content-Type");
 }
 
+# Multipart boundaries: 128 random bits, new for every answer; a part that
+# holds an earlier answer's boundary leaves the framing whole, and a part
+# that holds the current one fails its call instead of breaking it.
+{
+    my %seen;
+    for (1 .. 20) {
+        my ($bd) = ($ng->get('/m/forge')->{headers}{'content-type'} // '')
+            =~ /boundary=(\S+)/;
+        $seen{$bd // ''}++;
+    }
+    is(scalar(grep { /^async-[0-9a-f]{32}\z/ } keys %seen), 20,
+        'twenty answers, twenty random boundaries');
+    my ($old) = keys %seen;
+    my $m = $ng->get("/m/forge?b=$old");
+    my ($bd) = ($m->{headers}{'content-type'} // '') =~ /boundary=(\S+)/;
+    isnt($bd, $old, 'a new boundary');
+    my @parts = split /\r\n--\Q$bd\E(?:--)?\r\n/, "\r\n" . $m->{body};
+    shift @parts;
+    is(scalar @parts, 2, 'a part with an old boundary: still two parts');
+    my ($forged) = grep { /X-Async-Name: forged\r\n\r\nx\r\n--\Q$old\E\r\n/ } @parts;
+    ok($forged, 'the forged text stays inside its part');
+
+    # the backend learns the boundary from the answer's header
+    unlink $forge_file;
+    my $s = $ng->connect_client or die;
+    print $s "GET /m/learns HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    my $raw = '';
+    while ($raw !~ /\r\n\r\n/) { sysread($s, my $b, 4096) or last; $raw .= $b; }
+    my ($live) = $raw =~ /boundary=(\S+)/;
+    open my $fh, '>', "$forge_file.tmp" or die;
+    print $fh $live // 'none';
+    close $fh;
+    rename "$forge_file.tmp", $forge_file;
+    local $/;
+    $raw .= <$s> // '';
+    my $r = AsyncNginx::parse_response($raw);
+    my $n = () = $r->{body} =~ /^--\Q$live\E\r\n/mg;
+    is($n, 1, 'a part holding the live boundary is not sent');
+    like($raw, qr/X-Async-Failed: late=502/, 'its call fails with 502');
+}
+
 # 3. Several kinds at once, each part whole.
 {
     my $m = $ng->get('/f/all');
@@ -283,7 +364,7 @@ is_deeply(\@signals, [9], 'no worker died but the one killed')
     or diag(join "\n", grep { /signal/ } split /\n/, $log);
 my @crash = grep { !/exited on signal 9/ } $ng->crash_lines;
 is_deeply(\@crash, [], 'no alert in the error log') or diag(join "\n", @crash);
-my @errors = grep { /\[error\]/ && !/prematurely|limiting requests/ }
+my @errors = grep { /\[error\]/ && !/prematurely|limiting requests|contains the multipart boundary/ }
     split /\n/, $log;
 is_deeply(\@errors, [], 'no error but the expected ones')
     or diag(join "\n", @errors);
