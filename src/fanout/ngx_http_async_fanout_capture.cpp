@@ -132,10 +132,11 @@ ngx_http_async_capture_node_of(ngx_http_request_t *r)
         return ngx_http_async_capture_adopt(node) ? node : nullptr;
     }
     ngx_http_async_node_t *node = nullptr;
-    if (ngx_http_async_fanout_is_call(ps) || r->parent == r->main) {
-        ngx_http_async_attempt_t *a = ngx_http_async_fanout_attempt_of(r);
-        node = a != nullptr ? &a->root : nullptr;
-    } else if (r->parent != nullptr) {
+    // a call (also while async_queue wraps its handler), or nested in one
+    ngx_http_async_attempt_t *a = ngx_http_async_fanout_attempt_of(r);
+    if (a != nullptr) {
+        node = &a->root;
+    } else if (r->parent != nullptr && r->parent != r->main) {
         ngx_http_async_node_t *parent =
             ngx_http_async_capture_node_of(r->parent);
         ps = r->post_subrequest;
