@@ -74,6 +74,7 @@ $fanouts
             async_fetch a /piece/a;
             async_fetch late /t/learns optional;
         }
+        location = /stub { stub_status; }
         location = /auth/ok { return 204; }
         location = /auth/no { return 403; }
         location = /t/denied { auth_request /auth/no; alias html/page.html; }
@@ -336,6 +337,15 @@ for my $name (qw(static ssi echo_loc named cached)) {
     my $after = $ng->get('/f/slow-nested');
     is($after->{status}, 200, 'the server answers after clients left');
     is($after->{body}, "sslowtxslow-pieceyslow", 'slow nested targets, whole');
+    # every request of the clients that left ends: no connection is kept
+    # by a request whose count never drops (waits for the state, bounded)
+    my $active = -1;
+    for (1 .. 100) {
+        ($active) = $ng->get('/stub')->{body} =~ /Active connections: (\d+)/;
+        last if defined $active && $active == 1;
+        sleep 0.1;
+    }
+    is($active, 1, 'no connection left behind by the clients that left');
 }
 
 # 7. A worker killed mid-run: only that one dies, the others answer.
