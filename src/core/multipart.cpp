@@ -7,8 +7,10 @@ namespace async {
 void format_boundary(const unsigned char *random, char *out) noexcept
 {
     static constexpr char hex[] = "0123456789abcdef";
-    std::memcpy(out, "async-", 6);
-    char *p = out + 6;
+    constexpr std::string_view prefix = "async-";
+    static_assert(boundary_length == prefix.size() + 2 * boundary_random_bytes,
+                  "boundary_length counts the prefix and two hex digits");
+    char *p = out + prefix.copy(out, prefix.size());
     for (size_t i = 0; i < boundary_random_bytes; i++) {
         *p++ = hex[random[i] >> 4];
         *p++ = hex[random[i] & 0x0f];
