@@ -75,6 +75,13 @@ $fanouts
             async_fetch late /t/learns optional;
         }
         location = /stub { stub_status; }
+        location = /piece/slower { echo_sleep 0.5; echo -n "slower"; }
+        location = /t/wait_slow { ssi on; alias html/wait-slow.html; default_type text/html; }
+        location = /f/early {
+            async_aggregate concat;
+            async_fetch fast /piece/x;
+            async_fetch slow /t/wait_slow timeout=100ms optional;
+        }
         location = /auth/ok { return 204; }
         location = /auth/no { return 403; }
         location = /t/denied { auth_request /auth/no; alias html/page.html; }
@@ -168,6 +175,7 @@ $ng->start;
         'nested.html' => "A<!--# include virtual=\"/t/ssi\" -->B<!--# include virtual=\"/piece/slow\" -->C<!--# include virtual=\"/piece/two\" -->D",
         'wait.html'   => "1<!--# include virtual=\"/piece/slow\" wait=\"yes\" -->2<!--# include virtual=\"/piece/three\" -->3",
         'slow.html'   => "s<!--# include virtual=\"/t/slow_proxy\" -->t",
+        'wait-slow.html' => "<!--# include virtual=\"/piece/slower\" wait=\"yes\" -->|end",
         'set.html'    => "<!--# include virtual=\"/piece/kept\" set=\"v\" -->[<!--# echo var=\"v\" -->]",
         'short.html'  => "a<!--# include virtual=\"/t/short_unbuffered\" -->b",
     );
@@ -308,6 +316,32 @@ for my $name (qw(static ssi echo_loc named cached)) {
     is(scalar @parts, 5, 'mixed targets: five parts');
     like($m->{raw}, qr/\r\nX-Async-Completed: true\r\n\r\n\z/,
         'mixed targets: every call succeeded (trailer)');
+}
+
+# A call whose nested requests outlive the answer (it timed out): they end
+# after the fan-out request, on a keepalive connection that goes on.
+{
+    my $s = $ng->connect_client or die;
+    my $read_one = sub {
+        my $raw = '';
+        my $deadline = time + 5;
+        while (time < $deadline) {
+            my $r = AsyncNginx::parse_response($raw);
+            last if $r->{status} && $raw =~ /\r\n0\r\n(?:[^\r]+\r\n)*\r\n\z/;
+            sysread($s, my $b, 65536) or last;
+            $raw .= $b;
+        }
+        return AsyncNginx::parse_response($raw);
+    };
+    print $s "GET /f/early HTTP/1.1\r\nHost: x\r\n\r\n";
+    my $first = $read_one->();
+    is($first->{body}, 'piece-/piece/x', 'the answer goes without the slow call');
+    sleep 1; # the slow call's tree ends meanwhile (no state to wait for)
+    print $s "GET /f/early HTTP/1.1\r\nHost: x\r\n\r\n";
+    my $second = $read_one->();
+    is($second->{body}, 'piece-/piece/x',
+        'the same connection serves the next request');
+    close $s;
 }
 
 # 4. Request bodies: in memory and spooled to a file, shared by the call.

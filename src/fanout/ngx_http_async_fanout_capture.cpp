@@ -291,12 +291,18 @@ static void ngx_http_async_capture_run_active(ngx_http_request_t *r)
     }
     r->write_event_handler = node->write_handler;
     node->write_handler = nullptr;
-    auto *active = static_cast<ngx_http_request_t *>(c->data);
+    // a reference of ours keeps the main request, and so the active one,
+    // alive through the handler, which may end the last of the tree
+    ngx_http_request_t *mr = r->main;
+    mr->count++;
+    void *active = c->data;
     c->data = r;
     r->write_event_handler(r);
-    if (!c->destroyed) {
-        c->data = active;
+    if (c->destroyed) {
+        return; // terminated: the connection is gone with our reference
     }
+    c->data = active;
+    ngx_http_finalize_request(mr, NGX_DONE);
 }
 
 static void ngx_http_async_capture_wake(ngx_http_async_node_t *node)
