@@ -1,8 +1,8 @@
 // Request-reply jobs (async_job*): the types shared by the zone and store
 // (ngx_http_async_job_store.cpp), a worker's start, wake-ups and exit
 // (_job_process.cpp), the submit handler (_job_submit.cpp), the background
-// runner (_job_run.cpp, _job_copy.cpp, _job_fake.cpp, _job_callback.cpp,
-// _job_capture.cpp; its own types in _job_run.hpp), the status location
+// runner (_job_run.cpp, _job_copy.cpp, _job_conn.cpp, _job_client.cpp,
+// _job_callback.cpp; its own types in _job_run.hpp), the status location
 // (_job_status.cpp), the answers (_job_answer.cpp), the parked waiters
 // (_job_wait.cpp) and the async_status section (_job_report.cpp).
 //
@@ -91,7 +91,6 @@ struct ngx_http_async_job_view_t {
 // What a request of the job concern keeps in the module's ctx slot: the
 // id and state for $async_job_id and $async_job_status.
 struct ngx_http_async_job_ctx_t {
-    ngx_http_async_job_run_t *run; // the fake request of a running job
     char id[async::id_chars];
     async::job_state state;
     bool has_id;
@@ -126,7 +125,7 @@ ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
                                                        ngx_str_t *name,
                                                        ngx_str_t directive);
 
-// --- runner (_job_run.cpp, _job_copy.cpp, _job_capture.cpp) --------------
+// --- runner (_job_run.cpp, _job_copy.cpp, _job_conn.cpp) ----------------
 
 // Takes a copy of r's request for a job; the run is parked or ready.
 ngx_http_async_job_run_t *
@@ -159,7 +158,14 @@ void ngx_http_async_job_zones_each(ngx_cycle_t *cycle, F &&f)
 
 void ngx_http_async_job_runs_wake(ngx_cycle_t *cycle);
 void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_async_job_capture_init(ngx_conf_t *cf);
+// Registers the POST_READ handler that marks a job's own requests.
+ngx_int_t ngx_http_async_job_conn_init(ngx_conf_t *cf);
+// The id and state of the job whose request runs on c, if it is a job's.
+bool ngx_http_async_job_conn_id(ngx_connection_t *c, char id[async::id_chars],
+                                async::job_state *state);
+// Evaluates async_job_callback's URI with the submit's variables.
+void ngx_http_async_job_run_callback_uri(ngx_http_request_t *r,
+                                         ngx_http_async_job_run_t *run);
 ngx_http_async_job_ctx_t *ngx_http_async_job_ctx(ngx_http_request_t *r,
                                                  bool create);
 
