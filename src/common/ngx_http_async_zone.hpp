@@ -67,6 +67,30 @@ Z *ngx_http_async_zone_get(ngx_conf_t *cf, ngx_str_t *name, size_t size,
     return zone;
 }
 
+// The zones of one kind in the cycle's http block (none without one), as a
+// range: for (Z *zone : ngx_http_async_zones<Z>(cycle, &...::queue_zones)).
+template <class Z>
+struct ngx_http_async_zone_range_t {
+    Z **first;
+    Z **last;
+    Z **begin() const { return first; }
+    Z **end() const { return last; }
+};
+
+template <class Z>
+ngx_http_async_zone_range_t<Z>
+ngx_http_async_zones(ngx_cycle_t *cycle,
+                     ngx_array_t ngx_http_async_main_conf_t::*zones)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
+    if (amcf == nullptr) {
+        return {nullptr, nullptr};
+    }
+    auto *z = static_cast<Z **>((amcf->*zones).elts);
+    return {z, z + (amcf->*zones).nelts};
+}
+
 // A location's directive names zone: remembered for "unknown zone".
 void ngx_http_async_zone_note_ref(ngx_conf_t *cf, ngx_http_async_zone_t *zone,
                                   const ngx_str_t &directive);

@@ -144,15 +144,10 @@ void ngx_http_async_job_run_destroy(ngx_http_async_job_run_t *run);
 template <class F>
 void ngx_http_async_job_zones_each(ngx_cycle_t *cycle, F &&f)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr) {
-        return;
-    }
-    auto *zones =
-        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
-    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
-        f(zones[i]);
+    for (ngx_http_async_job_zone_t *zone :
+         ngx_http_async_zones<ngx_http_async_job_zone_t>(
+             cycle, &ngx_http_async_main_conf_t::job_zones)) {
+        f(zone);
     }
 }
 

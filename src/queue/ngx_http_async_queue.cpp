@@ -473,16 +473,8 @@ static void ngx_http_async_queue_answer_zone(ngx_cycle_t *cycle,
 
 void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle)
 {
-    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
-        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_async_module));
-    if (amcf == nullptr) {
-        return;
-    }
-    auto *zones =
-        static_cast<ngx_http_async_queue_zone_t **>(amcf->queue_zones.elts);
-
-    for (ngx_uint_t i = 0; i < amcf->queue_zones.nelts; i++) {
-        ngx_http_async_queue_zone_t *zone = zones[i];
+    for (ngx_http_async_queue_zone_t *zone :
+         ngx_http_async_queue_zones(cycle)) {
         if (zone->q == nullptr || zone->parked == nullptr) {
             continue;
         }

@@ -49,6 +49,14 @@ struct ngx_http_async_queue_zone_t : ngx_http_async_zone_t {
     time_t last_no_room_log;
 };
 
+// Every queue zone of the cycle (none without an http block).
+inline ngx_http_async_zone_range_t<ngx_http_async_queue_zone_t>
+ngx_http_async_queue_zones(ngx_cycle_t *cycle)
+{
+    return ngx_http_async_zones<ngx_http_async_queue_zone_t>(
+        cycle, &ngx_http_async_main_conf_t::queue_zones);
+}
+
 // The queue zones' part of the async_status report
 // (ngx_http_async_queue_report.cpp), registered by the module shell.
 extern const ngx_http_async_status_section_t
