@@ -100,6 +100,25 @@ inline void plain_http_addr_conf(ngx_http_addr_conf_t *conf)
 #endif
 }
 
+// Appends KEY: VALUE to a list of headers or trailers; nullptr when out of
+// memory. next links headers of one name since nginx 1.23.0.
+inline ngx_table_elt_t *push_header(ngx_list_t *list, std::string_view key,
+                                    ngx_str_t value)
+{
+    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(list));
+    if (h == nullptr) {
+        return nullptr;
+    }
+    h->hash = 1;
+    h->key = ngx_string_of(key);
+    h->value = value;
+    h->lowcase_key = nullptr;
+#if (nginx_version >= 1023000)
+    h->next = nullptr;
+#endif
+    return h;
+}
+
 // ngx_http_parse_chunked(), whose trailers argument came with nginx 1.27.2
 // (proxy_pass_trailers); trailers are skipped.
 inline ngx_int_t parse_chunked(ngx_http_request_t *r, ngx_buf_t *b,

@@ -86,24 +86,6 @@ ngx_str_t ngx_http_async_fanout_failed_text(ngx_http_async_fanout_t *fo,
     return out;
 }
 
-static ngx_table_elt_t *ngx_http_async_fanout_header(ngx_list_t *list,
-                                                     std::string_view key,
-                                                     ngx_str_t value)
-{
-    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(list));
-    if (h == nullptr) {
-        return nullptr;
-    }
-    h->hash = 1;
-    h->key = async::ngx_string_of(key);
-    h->value = value;
-    h->lowcase_key = nullptr;
-#if (nginx_version >= 1023000)
-    h->next = nullptr;
-#endif
-    return h;
-}
-
 // X-Async-Completed and X-Async-Failed, as headers or as trailers.
 static ngx_int_t ngx_http_async_fanout_outcome(ngx_http_async_fanout_t *fo,
                                                ngx_list_t *list)
@@ -115,8 +97,7 @@ static ngx_int_t ngx_http_async_fanout_outcome(ngx_http_async_fanout_t *fo,
     } else {
         ngx_str_set(&value, "false");
     }
-    if (ngx_http_async_fanout_header(list, "X-Async-Completed", value)
-        == nullptr) {
+    if (async::push_header(list, "X-Async-Completed", value) == nullptr) {
         return NGX_ERROR;
     }
     if (completed) {
@@ -124,8 +105,7 @@ static ngx_int_t ngx_http_async_fanout_outcome(ngx_http_async_fanout_t *fo,
     }
     value = ngx_http_async_fanout_failed_text(fo, fo->r->pool);
     if (value.len != 0
-        && ngx_http_async_fanout_header(list, "X-Async-Failed", value)
-               == nullptr) {
+        && async::push_header(list, "X-Async-Failed", value) == nullptr) {
         return NGX_ERROR;
     }
     return NGX_OK;
@@ -377,8 +357,7 @@ ngx_http_async_fanout_stream_header(ngx_http_async_fanout_t *fo, bool multipart)
         fo->trailers = true;
         r->expect_trailers = 1;
         ngx_str_t names = ngx_string("X-Async-Completed, X-Async-Failed");
-        if (ngx_http_async_fanout_header(&r->headers_out.headers, "Trailer",
-                                         names)
+        if (async::push_header(&r->headers_out.headers, "Trailer", names)
             == nullptr) {
             return NGX_ERROR;
         }

@@ -10,19 +10,10 @@ static const ngx_str_t not_found_body =
 ngx_int_t ngx_http_async_job_add_header(ngx_http_request_t *r, ngx_str_t key,
                                         ngx_str_t value)
 {
-    auto *h =
-        static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
-    if (h == nullptr) {
-        return NGX_ERROR;
-    }
-    h->hash = 1;
-    h->key = key;
-    h->value = value;
-    h->lowcase_key = nullptr;
-#if (nginx_version >= 1023000)
-    h->next = nullptr;
-#endif
-    return NGX_OK;
+    return async::push_header(&r->headers_out.headers, async::view(key), value)
+                   == nullptr
+               ? NGX_ERROR
+               : NGX_OK;
 }
 
 static ngx_int_t ngx_http_async_job_send_body(ngx_http_request_t *r,

@@ -153,21 +153,15 @@ static ngx_int_t ngx_http_async_queue_add_retry_after(ngx_http_request_t *r,
     if (seconds < 0) {
         return NGX_OK;
     }
-    auto *h =
-        static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
-    auto *value = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_INT_T_LEN));
-    if (h == nullptr || value == nullptr) {
+    auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_INT_T_LEN));
+    if (p == nullptr) {
         return NGX_ERROR;
     }
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    h->value.data = value;
-    h->value.len = ngx_sprintf(value, "%i", seconds) - value;
-    h->lowcase_key = nullptr;
-#if (nginx_version >= 1023000)
-    h->next = nullptr;
-#endif
-    return NGX_OK;
+    ngx_str_t value{static_cast<size_t>(ngx_sprintf(p, "%i", seconds) - p), p};
+    return async::push_header(&r->headers_out.headers, "Retry-After", value)
+                   == nullptr
+               ? NGX_ERROR
+               : NGX_OK;
 }
 
 // Seconds for Retry-After, or -1 for none. Called under the zone's lock.

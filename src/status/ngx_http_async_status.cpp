@@ -203,14 +203,11 @@ static ngx_int_t ngx_http_async_status_handler(ngx_http_request_t *r)
     r->headers_out.content_length_n = b->last - b->pos;
 
     // the same URI answers in two formats, chosen by Accept
-    ngx_table_elt_t *vary =
-        static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
-    if (vary == nullptr) {
+    ngx_str_t accept = ngx_string("Accept");
+    if (async::push_header(&r->headers_out.headers, "Vary", accept)
+        == nullptr) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    vary->hash = 1;
-    ngx_str_set(&vary->key, "Vary");
-    ngx_str_set(&vary->value, "Accept");
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
