@@ -158,13 +158,13 @@ static void ngx_http_async_fanout_send(ngx_http_async_fanout_t *fo,
     ngx_http_finalize_request(r, rc);
 }
 
-void ngx_http_async_fanout_fail(ngx_http_async_fanout_t *fo,
-                                ngx_http_async_call_t *call)
+// Sends the JSON object fill writes between its braces, in at most cap
+// bytes; 500 when there is no memory or cap fell short.
+template <class F>
+static void ngx_http_async_fanout_send_json(ngx_http_async_fanout_t *fo,
+                                            ngx_uint_t status, size_t cap,
+                                            F &&fill)
 {
-    u_char num[NGX_INT_T_LEN];
-    std::string_view reason = ngx_http_async_fanout_reason(call, num);
-    std::string_view name = async::view(call->conf->name);
-    size_t cap = 64 + async::json_escaped_length(name) + reason.size();
     auto *buf = static_cast<char *>(ngx_pnalloc(fo->r->pool, cap));
     if (buf == nullptr) {
         ngx_http_finalize_request(fo->r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -172,25 +172,42 @@ void ngx_http_async_fanout_fail(ngx_http_async_fanout_t *fo,
     }
     async::json_writer w(buf, cap);
     w.begin_object();
-    w.key("error");
-    w.string("async_fetch failed");
-    w.key("call");
-    w.string(name);
-    w.key("reason");
-    w.string(reason);
+    fill(w);
     w.end_object();
     if (!w.complete()) {
+        ngx_log_error(NGX_LOG_ALERT, fo->r->connection->log, 0,
+                      "async fan-out: JSON answer longer than its "
+                      "estimate of %uz bytes",
+                      cap);
         ngx_http_finalize_request(fo->r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
+    ngx_http_async_fanout_send(fo, status, reinterpret_cast<u_char *>(buf),
+                               w.length());
+}
+
+void ngx_http_async_fanout_fail(ngx_http_async_fanout_t *fo,
+                                ngx_http_async_call_t *call)
+{
+    u_char num[NGX_INT_T_LEN];
+    std::string_view reason = ngx_http_async_fanout_reason(call, num);
+    std::string_view name = async::view(call->conf->name);
+    size_t cap = 64 + async::json_escaped_length(name) + reason.size();
     ngx_log_error(NGX_LOG_INFO, fo->r->connection->log, 0,
                   "async_fetch \"%V\" failed (%*s): fan-out ends",
                   &call->conf->name, reason.size(), reason.data());
     ngx_uint_t status = call->reason == fanout_reason::timeout
                             ? NGX_HTTP_GATEWAY_TIME_OUT
                             : NGX_HTTP_BAD_GATEWAY;
-    ngx_http_async_fanout_send(fo, status, reinterpret_cast<u_char *>(buf),
-                               w.length());
+    ngx_http_async_fanout_send_json(fo, status, cap,
+                                    [&](async::json_writer &w) {
+                                        w.key("error");
+                                        w.string("async_fetch failed");
+                                        w.key("call");
+                                        w.string(name);
+                                        w.key("reason");
+                                        w.string(reason);
+                                    });
 }
 
 // {"NAME": VALUE, ...}: a JSON body inlined, anything else a string,
@@ -218,37 +235,25 @@ static void ngx_http_async_fanout_json(ngx_http_async_fanout_t *fo)
             cap += 2 + async::json_escaped_length({body, a->len});
         }
     }
-    auto *buf = static_cast<char *>(ngx_pnalloc(fo->r->pool, cap));
-    if (buf == nullptr) {
-        ngx_http_finalize_request(fo->r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-    async::json_writer w(buf, cap);
-    w.begin_object();
-    for (ngx_uint_t i = 0; i < fo->ncalls; i++) {
-        ngx_http_async_call_t *call = &fo->calls[i];
-        w.key(async::view(call->conf->name));
-        ngx_http_async_attempt_t *a = call->winner;
-        if (call->state != call_state::ok || a == nullptr) {
-            w.null();
-            continue;
-        }
-        std::string_view body{reinterpret_cast<const char *>(a->body), a->len};
-        if (a->inline_json) {
-            w.raw(body);
-        } else {
-            w.string(body);
-        }
-    }
-    w.end_object();
-    if (!w.complete()) {
-        ngx_log_error(NGX_LOG_ALERT, fo->r->connection->log, 0,
-                      "async_aggregate json: writer failed");
-        ngx_http_finalize_request(fo->r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-    ngx_http_async_fanout_send(fo, NGX_HTTP_OK, reinterpret_cast<u_char *>(buf),
-                               w.length());
+    ngx_http_async_fanout_send_json(
+        fo, NGX_HTTP_OK, cap, [&](async::json_writer &w) {
+            for (ngx_uint_t i = 0; i < fo->ncalls; i++) {
+                ngx_http_async_call_t *call = &fo->calls[i];
+                w.key(async::view(call->conf->name));
+                ngx_http_async_attempt_t *a = call->winner;
+                if (call->state != call_state::ok || a == nullptr) {
+                    w.null();
+                    continue;
+                }
+                std::string_view body{reinterpret_cast<const char *>(a->body),
+                                      a->len};
+                if (a->inline_json) {
+                    w.raw(body);
+                } else {
+                    w.string(body);
+                }
+            }
+        });
 }
 
 // --- streamed forms ------------------------------------------------------
