@@ -88,6 +88,31 @@ inline ngx_int_t add_variables(ngx_conf_t *cf, const ngx_http_variable_t *vars)
     return NGX_OK;
 }
 
+// A variable's value found for this request only (NGX_HTTP_VAR_NOCACHEABLE).
+inline ngx_int_t variable_value(ngx_http_variable_value_t *v, ngx_str_t s)
+{
+    v->data = s.data;
+    v->len = s.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    return NGX_OK;
+}
+
+// A duration as seconds with milliseconds ("1.250"), as $request_time
+// reads; data is nullptr when the pool is out of memory.
+inline ngx_str_t msec_text(ngx_pool_t *pool, ngx_msec_t ms)
+{
+    ngx_str_t s{0,
+                static_cast<u_char *>(ngx_pnalloc(pool, NGX_TIME_T_LEN + 4))};
+    if (s.data != nullptr) {
+        s.len = ngx_sprintf(s.data, "%T.%03M", static_cast<time_t>(ms / 1000),
+                            ms % 1000)
+                - s.data;
+    }
+    return s;
+}
+
 // An address's configuration for a job's plain HTTP/1.1 stream: no TLS,
 // no HTTP/2 preface, no PROXY protocol header, no QUIC (nginx 1.25+).
 inline void plain_http_addr_conf(ngx_http_addr_conf_t *conf)

@@ -805,24 +805,14 @@ static ngx_int_t ngx_http_async_fanout_variable(ngx_http_request_t *r,
             }
             ngx_msec_int_t ms = static_cast<ngx_msec_int_t>(
                 (sec - fo->start_sec) * 1000 + (msec - fo->start_msec));
-            ms = ngx_max(ms, 0);
-            s.data =
-                static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4));
+            s = async::msec_text(r->pool,
+                                 static_cast<ngx_msec_t>(ngx_max(ms, 0)));
             if (s.data == nullptr) {
                 return NGX_ERROR;
             }
-            s.len =
-                ngx_sprintf(s.data, "%T.%03M", static_cast<time_t>(ms / 1000),
-                            static_cast<ngx_msec_t>(ms % 1000))
-                - s.data;
         }
     }
-    v->data = s.data;
-    v->len = s.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    return NGX_OK;
+    return async::variable_value(v, s);
 }
 
 static ngx_http_variable_t ngx_http_async_fanout_variables[] = {

@@ -624,13 +624,8 @@ static ngx_int_t ngx_http_async_queue_status_variable(
         ngx_string("REJECTED"), ngx_string("TIMEOUT"), ngx_string("CANCELLED"),
         ngx_string("EVICTED"),  ngx_string("DROPPED"),
     };
-    const ngx_str_t &name = names[static_cast<ngx_uint_t>(entry->outcome)];
-    v->data = name.data;
-    v->len = name.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    return NGX_OK;
+    return async::variable_value(
+        v, names[static_cast<ngx_uint_t>(entry->outcome)]);
 }
 
 static ngx_int_t
@@ -646,18 +641,11 @@ ngx_http_async_queue_time_variable(ngx_http_request_t *r,
     ngx_msec_t ms = entry->outcome == queue_outcome::parked
                         ? ngx_current_msec - entry->entered
                         : entry->waited;
-    auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4));
-    if (p == nullptr) {
+    ngx_str_t s = async::msec_text(r->pool, ms);
+    if (s.data == nullptr) {
         return NGX_ERROR;
     }
-    v->len =
-        ngx_sprintf(p, "%T.%03M", static_cast<time_t>(ms / 1000), ms % 1000)
-        - p;
-    v->data = p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    return NGX_OK;
+    return async::variable_value(v, s);
 }
 
 // The zone's concurrency limit now (with active=auto, the learned one).
@@ -688,12 +676,8 @@ static ngx_int_t ngx_http_async_queue_limit_variable(
     ngx_shmtx_lock(&zone->shpool->mutex);
     uint32_t limit = zone->q->max_active;
     ngx_shmtx_unlock(&zone->shpool->mutex);
-    v->len = ngx_sprintf(p, "%uD", limit) - p;
-    v->data = p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    return NGX_OK;
+    return async::variable_value(
+        v, {static_cast<size_t>(ngx_sprintf(p, "%uD", limit) - p), p});
 }
 
 static ngx_http_variable_t ngx_http_async_queue_variables[] = {
