@@ -33,6 +33,13 @@ static void ngx_http_async_job_ex_end(ngx_http_async_job_exchange_t *ex)
     ngx_http_async_job_post(&ex->run->kick_ev);
 }
 
+// The exchange ends without an answer to keep.
+static void ngx_http_async_job_ex_fail(ngx_http_async_job_exchange_t *ex)
+{
+    ex->failed = true;
+    ngx_http_async_job_ex_end(ex);
+}
+
 void ngx_http_async_job_exchange_close(ngx_http_async_job_exchange_t *ex)
 {
     if (ex != nullptr && !ex->done) {
@@ -150,8 +157,7 @@ static void ngx_http_async_job_ex_write(ngx_event_t *wev)
                         ngx_log_error(NGX_LOG_ERR, c->log, ngx_errno,
                                       "async_job: cannot read the request "
                                       "body's temp file");
-                        ex->failed = true;
-                        ngx_http_async_job_ex_end(ex);
+                        ngx_http_async_job_ex_fail(ex);
                         return;
                     }
                     ex->stage_len = static_cast<size_t>(got);
@@ -168,8 +174,7 @@ static void ngx_http_async_job_ex_write(ngx_event_t *wev)
         ssize_t sent = c->send(c, p, n);
         if (sent == NGX_AGAIN) {
             if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-                ex->failed = true;
-                ngx_http_async_job_ex_end(ex);
+                ngx_http_async_job_ex_fail(ex);
             }
             return;
         }
@@ -294,8 +299,7 @@ static bool ngx_http_async_job_ex_parse(ngx_http_async_job_exchange_t *ex)
                     return true;
                 }
                 if (rc != NGX_OK) {
-                    ex->failed = true;
-                    ngx_http_async_job_ex_end(ex);
+                    ngx_http_async_job_ex_fail(ex);
                     return false;
                 }
                 ex->status = ex->st.code;
@@ -306,8 +310,7 @@ static bool ngx_http_async_job_ex_parse(ngx_http_async_job_exchange_t *ex)
                 rc = ngx_http_parse_header_line(&ex->parser, b, 1);
                 if (rc == NGX_OK) {
                     if (!ngx_http_async_job_ex_header(ex)) {
-                        ex->failed = true;
-                        ngx_http_async_job_ex_end(ex);
+                        ngx_http_async_job_ex_fail(ex);
                         return false;
                     }
                     break;
@@ -316,8 +319,7 @@ static bool ngx_http_async_job_ex_parse(ngx_http_async_job_exchange_t *ex)
                     return true;
                 }
                 if (rc != NGX_HTTP_PARSE_HEADER_DONE) {
-                    ex->failed = true;
-                    ngx_http_async_job_ex_end(ex);
+                    ngx_http_async_job_ex_fail(ex);
                     return false;
                 }
                 if (ex->status >= 100 && ex->status < 200
@@ -428,8 +430,7 @@ static void ngx_http_async_job_ex_read(ngx_event_t *rev)
 
     if (c->close) {
         // the worker is shutting down (worker_shutdown_timeout)
-        ex->failed = true;
-        ngx_http_async_job_ex_end(ex);
+        ngx_http_async_job_ex_fail(ex);
         return;
     }
     if (rev->timedout) {
@@ -442,15 +443,13 @@ static void ngx_http_async_job_ex_read(ngx_event_t *rev)
             // a head larger than the buffer (the body never fills it)
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
                           "async_job: the answer's header is too large");
-            ex->failed = true;
-            ngx_http_async_job_ex_end(ex);
+            ngx_http_async_job_ex_fail(ex);
             return;
         }
         ssize_t n = c->recv(c, b->last, static_cast<size_t>(b->end - b->last));
         if (n == NGX_AGAIN) {
             if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ex->failed = true;
-                ngx_http_async_job_ex_end(ex);
+                ngx_http_async_job_ex_fail(ex);
             }
             return;
         }
