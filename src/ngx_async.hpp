@@ -113,6 +113,16 @@ inline ngx_str_t msec_text(ngx_pool_t *pool, ngx_msec_t ms)
     return s;
 }
 
+// A connection of the module's own reads and writes its socket with the
+// event module's I/O, as ngx_event_accept() sets it up.
+inline void socket_io(ngx_connection_t *c)
+{
+    c->recv = ngx_recv;
+    c->send = ngx_send;
+    c->recv_chain = ngx_recv_chain;
+    c->send_chain = ngx_send_chain;
+}
+
 // An address's configuration for a job's plain HTTP/1.1 stream: no TLS,
 // no HTTP/2 preface, no PROXY protocol header, no QUIC (nginx 1.25+).
 inline void plain_http_addr_conf(ngx_http_addr_conf_t *conf)

@@ -94,10 +94,7 @@ ngx_int_t ngx_http_async_job_exchange(ngx_http_async_job_run_t *run,
     c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
     log->connection = c->number;
     c->type = SOCK_STREAM;
-    c->recv = ngx_recv;
-    c->send = ngx_send;
-    c->recv_chain = ngx_recv_chain;
-    c->send_chain = ngx_send_chain;
+    async::socket_io(c);
     c->data = ex;
     c->read->log = log;
     c->write->log = log;

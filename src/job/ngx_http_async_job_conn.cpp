@@ -162,10 +162,7 @@ ngx_int_t ngx_http_async_job_accept(ngx_http_async_job_run_t *run,
     ngx_memcpy(lsa, run->local_sockaddr, run->local_socklen);
     ngx_memcpy(text, run->addr_text.data, run->addr_text.len);
     *log = ols->log;
-    c->recv = ngx_recv;
-    c->send = ngx_send;
-    c->recv_chain = ngx_recv_chain;
-    c->send_chain = ngx_send_chain;
+    async::socket_io(c);
     c->log = log;
     c->pool->log = log;
     c->sockaddr = sa;
