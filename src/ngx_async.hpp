@@ -123,6 +123,21 @@ inline void socket_io(ngx_connection_t *c)
     c->send_chain = ngx_send_chain;
 }
 
+// Appends handler to a phase of the http core (postconfiguration).
+inline ngx_int_t add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
+                                   ngx_http_handler_pt handler)
+{
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(
+        ngx_array_push(&cmcf->phases[phase].handlers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    *h = handler;
+    return NGX_OK;
+}
+
 // An address's configuration for a job's plain HTTP/1.1 stream: no TLS,
 // no HTTP/2 preface, no PROXY protocol header, no QUIC (nginx 1.25+).
 inline void plain_http_addr_conf(ngx_http_addr_conf_t *conf)

@@ -67,15 +67,8 @@ static ngx_int_t ngx_http_async_job_post_read(ngx_http_request_t *r)
 
 ngx_int_t ngx_http_async_job_conn_init(ngx_conf_t *cf)
 {
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers));
-    if (h == nullptr) {
-        return NGX_ERROR;
-    }
-    *h = ngx_http_async_job_post_read;
-    return NGX_OK;
+    return async::add_phase_handler(cf, NGX_HTTP_POST_READ_PHASE,
+                                    ngx_http_async_job_post_read);
 }
 
 // Undoes a half-made connection (ngx_close_accepted_connection is static).

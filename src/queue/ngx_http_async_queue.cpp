@@ -696,14 +696,11 @@ ngx_int_t ngx_http_async_queue_add_variables(ngx_conf_t *cf)
 
 ngx_int_t ngx_http_async_queue_init(ngx_conf_t *cf)
 {
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers));
-    if (h == nullptr) {
+    if (async::add_phase_handler(cf, NGX_HTTP_PREACCESS_PHASE,
+                                 ngx_http_async_queue_handler)
+        != NGX_OK) {
         return NGX_ERROR;
     }
-    *h = ngx_http_async_queue_handler;
 
     // every zone named by async_queue must be defined by async_queue_zone
     auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
