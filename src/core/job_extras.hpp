@@ -26,8 +26,8 @@
 
 namespace async {
 
-constexpr size_t key_digest_bytes = 32;  // SHA-256 of the key
-constexpr size_t fingerprint_bytes = 32; // SHA-256 of method, URI, body
+constexpr size_t key_digest_bytes = 16;  // SHA-256 of the key, cut
+constexpr size_t fingerprint_bytes = 16; // SHA-256 of method, URI, body, cut
 constexpr size_t progress_message_max = 256;
 constexpr uint8_t progress_percent_max = 100;
 

@@ -64,7 +64,8 @@ static bool ngx_http_async_job_copy_headers(ngx_http_request_t *r,
     bool ok = true;
     async::list_each<ngx_table_elt_t>(
         r->headers_in.headers, [&](ngx_table_elt_t &h) {
-            if (h.hash == 0) {
+            // progress hook: X-Async-Job-Id is set by the module alone
+            if (h.hash == 0 || ngx_http_async_job_progress_own_header(h)) {
                 return true;
             }
             // the body is passed whole: its length is ours to announce

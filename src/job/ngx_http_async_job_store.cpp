@@ -29,13 +29,23 @@ static uint32_t ngx_http_async_job_records_for(size_t size, ngx_uint_t active,
     return static_cast<uint32_t>(ngx_max(records, least));
 }
 
+// Progress slots: one per job that may run at once, and a margin for the
+// runs of old workers during a reload.
+static uint32_t ngx_http_async_job_progress_slots(ngx_uint_t active)
+{
+    return static_cast<uint32_t>(active + 16);
+}
+
 static size_t ngx_http_async_job_block_bytes(uint32_t records,
-                                             ngx_uint_t length)
+                                             ngx_uint_t length,
+                                             ngx_uint_t active)
 {
     size_t head = sizeof(ngx_http_async_job_shared_t);
     size_t queue = async::ticket_queue_bytes(static_cast<uint32_t>(length));
     queue = (queue + 7) / 8 * 8;
-    return head + queue + async::job_table_bytes(records);
+    return head + queue + async::job_table_bytes(records)
+           + async::job_extras_bytes(records,
+                                     ngx_http_async_job_progress_slots(active));
 }
 
 uint64_t ngx_http_async_job_now_ms()
@@ -123,7 +133,7 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     uint32_t records = ngx_http_async_job_records_for(size, active, length);
-    size_t need = ngx_http_async_job_block_bytes(records, length);
+    size_t need = ngx_http_async_job_block_bytes(records, length, active);
     // the slab allocator keeps a header and a page descriptor per page
     if (need + need / 8 + 8 * ngx_pagesize > size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -156,6 +166,8 @@ static void ngx_http_async_job_attach(ngx_http_async_zone_t *base, void *block)
     zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->shpool) + zone->sh->table_offset);
+    zone->extras = reinterpret_cast<async::job_extras *>(
+        reinterpret_cast<u_char *>(zone->shpool) + zone->sh->extras_offset);
 }
 
 static void ngx_http_async_job_reconfigure(ngx_http_async_zone_t *base)
@@ -171,7 +183,8 @@ static void *ngx_http_async_job_create(ngx_http_async_zone_t *base,
     auto *zone = static_cast<ngx_http_async_job_zone_t *>(base);
     uint32_t records = ngx_http_async_job_records_for(
         shm_zone->shm.size, zone->max_active, zone->length);
-    size_t bytes = ngx_http_async_job_block_bytes(records, zone->length);
+    size_t bytes =
+        ngx_http_async_job_block_bytes(records, zone->length, zone->max_active);
     void *mem = ngx_slab_alloc(zone->shpool, bytes);
     if (mem == nullptr) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
@@ -192,6 +205,14 @@ static void *ngx_http_async_job_create(ngx_http_async_zone_t *base,
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->q) + queue);
     async::job_table_init(zone->table, records);
+    zone->extras = reinterpret_cast<async::job_extras *>(
+        reinterpret_cast<u_char *>(zone->table)
+        + async::job_table_bytes(records));
+    async::job_extras_init(zone->extras, records,
+                           ngx_http_async_job_progress_slots(zone->max_active));
+    zone->sh->extras_offset =
+        static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->extras)
+                              - reinterpret_cast<u_char *>(zone->shpool));
     zone->sh->table_offset =
         static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->table)
                               - reinterpret_cast<u_char *>(zone->shpool));
@@ -242,13 +263,14 @@ ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf)
 
 // --- store ---------------------------------------------------------------
 
-static void ngx_http_async_job_view_fill(ngx_http_async_job_zone_t *zone,
+void ngx_http_async_job_view_fill_locked(ngx_http_async_job_zone_t *zone,
                                          uint32_t index,
                                          ngx_http_async_job_view_t *view)
 {
     view->rec = zone->table->records()[index];
     view->index = index;
     async::encode_id(view->rec.id, view->id);
+    async::job_progress_get(zone->extras, zone->table, index, &view->progress);
 }
 
 bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
@@ -259,7 +281,7 @@ bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
     uint32_t index = async::job_table_find(zone->table, id, now);
     if (index != async::no_job) {
-        ngx_http_async_job_view_fill(zone, index, view);
+        ngx_http_async_job_view_fill_locked(zone, index, view);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
     return index != async::no_job;
@@ -279,7 +301,7 @@ bool ngx_http_async_job_lookup_index(ngx_http_async_job_zone_t *zone,
                  && rec.state != async::job_state::free
                  && !(async::job_final(rec.state) && rec.expires_ms <= now);
     if (alive) {
-        ngx_http_async_job_view_fill(zone, index, view);
+        ngx_http_async_job_view_fill_locked(zone, index, view);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
     return alive;

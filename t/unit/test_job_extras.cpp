@@ -37,7 +37,7 @@ void digest(uint8_t out[32], uint8_t tag)
 {
     std::memset(out, 0, 32);
     out[0] = tag;
-    out[31] = tag;
+    out[key_digest_bytes - 1] = tag;
 }
 
 } // namespace
@@ -100,7 +100,7 @@ static void test_keys_sharing_a_bucket_are_told_apart(void **)
     uint8_t k1[32], k2[32], f[32];
     digest(k1, 4); // the same first bytes: the same bucket
     digest(k2, 4);
-    k2[31] = 99;
+    k2[key_digest_bytes - 1] = 99;
     digest(f, 1);
     uint32_t i = a.insert(1), j = a.insert(2);
     job_key_bind(a.x, a.t, i, k1, f);
