@@ -35,10 +35,11 @@ inline ngx_str_t literal(const char (&s)[N])
 // job table follow it in the same allocation.
 struct ngx_http_async_job_shared_t {
     async::admission_rate rate;
-    uint64_t ttl_ms;        // of the newest configuration
-    uint64_t max_result;    // idem
-    uint64_t table_offset;  // of the job table from the slab pool's start
-    uint64_t extras_offset; // of its keys and progress (core/job_extras.hpp)
+    uint64_t ttl_ms;          // of the newest configuration
+    uint64_t max_result;      // idem
+    uint64_t table_offset;    // of the job table from the slab pool's start
+    uint64_t progress_offset; // of the progress slots (core/job_extras.hpp)
+    uint64_t keys_offset;     // of the idempotency keys; 0: none yet
 };
 
 struct ngx_http_async_job_run_t;
@@ -61,7 +62,7 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     // set up by the zone's init in every cycle
     ngx_http_async_job_shared_t *sh;
     async::job_table *table;
-    async::job_extras *extras; // idempotency keys and progress
+    async::job_progress *progress; // of running jobs
 
     // this worker's jobs and waiters
     ngx_queue_t runs;                    // ngx_http_async_job_run_t
@@ -206,9 +207,11 @@ struct ngx_http_async_job_idem_t {
     uint8_t fingerprint[async::fingerprint_bytes];
 };
 
-// Reads and checks the key and hashes the request (its body too);
-// NGX_OK, or NGX_DONE when r was answered (400) and finalized.
+// Reads and checks the key and hashes the request (its body too), and
+// makes the zone's key table on its first key; NGX_OK, or NGX_DONE when r
+// was answered (400, or 503 when the zone has no room) and finalized.
 ngx_int_t ngx_http_async_job_idem_prepare(ngx_http_request_t *r,
+                                          ngx_http_async_job_zone_t *zone,
                                           ngx_http_async_job_loc_t *jlcf,
                                           ngx_http_async_job_idem_t *idem);
 // The live job this key names, copied into *view, or false; *same: the

@@ -108,7 +108,34 @@ static bool ngx_http_async_job_idem_fingerprint(ngx_http_request_t *r,
     return ok;
 }
 
+// The zone's keys, made on its first idempotent submit (zones that never
+// see a key pay nothing); they stay for the zone's life. The lock is held.
+static async::job_keys *
+ngx_http_async_job_idem_keys_locked(ngx_http_async_job_zone_t *zone,
+                                    bool create)
+{
+    if (zone->sh->keys_offset != 0) {
+        return reinterpret_cast<async::job_keys *>(
+            reinterpret_cast<u_char *>(zone->shpool) + zone->sh->keys_offset);
+    }
+    if (!create) {
+        return nullptr;
+    }
+    uint32_t capacity = zone->table->capacity;
+    auto *keys = static_cast<async::job_keys *>(
+        ngx_slab_alloc_locked(zone->shpool, async::job_keys_bytes(capacity)));
+    if (keys == nullptr) {
+        return nullptr;
+    }
+    async::job_keys_init(keys, capacity);
+    zone->sh->keys_offset =
+        static_cast<uint64_t>(reinterpret_cast<u_char *>(keys)
+                              - reinterpret_cast<u_char *>(zone->shpool));
+    return keys;
+}
+
 ngx_int_t ngx_http_async_job_idem_prepare(ngx_http_request_t *r,
+                                          ngx_http_async_job_zone_t *zone,
                                           ngx_http_async_job_loc_t *jlcf,
                                           ngx_http_async_job_idem_t *idem)
 {
@@ -117,26 +144,26 @@ ngx_int_t ngx_http_async_job_idem_prepare(ngx_http_request_t *r,
         return NGX_OK;
     }
     const ngx_table_elt_t *key = nullptr;
-    ngx_uint_t keys = 0;
+    ngx_uint_t nkeys = 0;
     async::list_each<ngx_table_elt_t>(
         r->headers_in.headers, [&](ngx_table_elt_t &h) {
             if (h.hash != 0
                 && async::iequals(async::view(h.key), "Idempotency-Key")) {
                 key = &h;
-                keys++;
+                nkeys++;
             }
             return true;
         });
-    if (keys == 0) {
+    if (nkeys == 0) {
         return NGX_OK;
     }
 
     char text[async::idempotency_key_max];
     size_t len = 0;
     async::sf_string_status st =
-        keys > 1 ? async::sf_string_status::not_string
-                 : async::parse_sf_string(async::view(key->value), text,
-                                          sizeof(text), &len);
+        nkeys > 1 ? async::sf_string_status::not_string
+                  : async::parse_sf_string(async::view(key->value), text,
+                                           sizeof(text), &len);
     if (st != async::sf_string_status::ok) {
         static const ngx_str_t bad = ngx_string(
             "{\"error\":\"Idempotency-Key must be one quoted string of 1 to "
@@ -157,6 +184,20 @@ ngx_int_t ngx_http_async_job_idem_prepare(ngx_http_request_t *r,
         return NGX_DONE;
     }
     ngx_memcpy(idem->key, digest, sizeof(idem->key));
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    async::job_keys *keys = ngx_http_async_job_idem_keys_locked(zone, true);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+    if (keys == nullptr) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "async_job_zone \"%V\" has no room for the "
+                      "Idempotency-Key table",
+                      &zone->name);
+        static const ngx_str_t full =
+            ngx_string("{\"error\":\"no room for idempotency keys\"}\n");
+        ngx_http_async_job_idem_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE, full);
+        return NGX_DONE;
+    }
     idem->on = true;
     return NGX_OK;
 }
@@ -166,16 +207,20 @@ bool ngx_http_async_job_idem_find_locked(ngx_http_async_job_zone_t *zone,
                                          ngx_http_async_job_view_t *view,
                                          bool *same)
 {
-    uint32_t index = async::job_key_find(zone->extras, zone->table, idem->key,
+    async::job_keys *keys = ngx_http_async_job_idem_keys_locked(zone, false);
+    if (keys == nullptr) {
+        return false;
+    }
+    uint32_t index = async::job_key_find(keys, zone->table, idem->key,
                                          ngx_http_async_job_now_ms());
     if (index == async::no_job) {
         return false;
     }
-    *same = async::job_key_same_request(zone->extras, index, idem->fingerprint);
+    *same = async::job_key_same_request(keys, index, idem->fingerprint);
     if (*same) {
-        zone->extras->keys_replayed++;
+        keys->replayed++;
     } else {
-        zone->extras->keys_conflicts++;
+        keys->conflicts++;
     }
     ngx_http_async_job_view_fill_locked(zone, index, view);
     return true;
@@ -185,8 +230,11 @@ void ngx_http_async_job_idem_bind_locked(ngx_http_async_job_zone_t *zone,
                                          const ngx_http_async_job_idem_t *idem,
                                          uint32_t index)
 {
-    async::job_key_bind(zone->extras, zone->table, index, idem->key,
-                        idem->fingerprint);
+    async::job_keys *keys = ngx_http_async_job_idem_keys_locked(zone, false);
+    if (keys != nullptr) {
+        async::job_key_bind(keys, zone->table, index, idem->key,
+                            idem->fingerprint);
+    }
 }
 
 void ngx_http_async_job_idem_answer(ngx_http_request_t *r,

@@ -151,7 +151,7 @@ static void ngx_http_async_job_progress_body(ngx_http_request_t *r)
     uint32_t index = async::job_table_find(zone->table, id, now);
     if (index != async::no_job) {
         res = async::job_progress_set(
-            zone->extras, zone->table, index, report.percent,
+            zone->progress, zone->table, index, report.percent,
             std::string_view(report.message, report.message_len));
         ngx_http_async_job_view_fill_locked(zone, index, &v);
     }

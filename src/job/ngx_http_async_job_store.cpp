@@ -44,8 +44,8 @@ static size_t ngx_http_async_job_block_bytes(uint32_t records,
     size_t queue = async::ticket_queue_bytes(static_cast<uint32_t>(length));
     queue = (queue + 7) / 8 * 8;
     return head + queue + async::job_table_bytes(records)
-           + async::job_extras_bytes(records,
-                                     ngx_http_async_job_progress_slots(active));
+           + async::job_progress_bytes(
+               records, ngx_http_async_job_progress_slots(active));
 }
 
 uint64_t ngx_http_async_job_now_ms()
@@ -166,8 +166,8 @@ static void ngx_http_async_job_attach(ngx_http_async_zone_t *base, void *block)
     zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->shpool) + zone->sh->table_offset);
-    zone->extras = reinterpret_cast<async::job_extras *>(
-        reinterpret_cast<u_char *>(zone->shpool) + zone->sh->extras_offset);
+    zone->progress = reinterpret_cast<async::job_progress *>(
+        reinterpret_cast<u_char *>(zone->shpool) + zone->sh->progress_offset);
 }
 
 static void ngx_http_async_job_reconfigure(ngx_http_async_zone_t *base)
@@ -205,13 +205,14 @@ static void *ngx_http_async_job_create(ngx_http_async_zone_t *base,
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->q) + queue);
     async::job_table_init(zone->table, records);
-    zone->extras = reinterpret_cast<async::job_extras *>(
+    zone->progress = reinterpret_cast<async::job_progress *>(
         reinterpret_cast<u_char *>(zone->table)
         + async::job_table_bytes(records));
-    async::job_extras_init(zone->extras, records,
-                           ngx_http_async_job_progress_slots(zone->max_active));
-    zone->sh->extras_offset =
-        static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->extras)
+    async::job_progress_init(
+        zone->progress, records,
+        ngx_http_async_job_progress_slots(zone->max_active));
+    zone->sh->progress_offset =
+        static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->progress)
                               - reinterpret_cast<u_char *>(zone->shpool));
     zone->sh->table_offset =
         static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->table)
@@ -270,7 +271,8 @@ void ngx_http_async_job_view_fill_locked(ngx_http_async_job_zone_t *zone,
     view->rec = zone->table->records()[index];
     view->index = index;
     async::encode_id(view->rec.id, view->id);
-    async::job_progress_get(zone->extras, zone->table, index, &view->progress);
+    async::job_progress_get(zone->progress, zone->table, index,
+                            &view->progress);
 }
 
 bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,

@@ -90,7 +90,7 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
 
     // idempotency=on: a repeated key is answered before a run is made
     ngx_http_async_job_idem_t idem;
-    if (ngx_http_async_job_idem_prepare(r, alcf->job, &idem) != NGX_OK
+    if (ngx_http_async_job_idem_prepare(r, zone, alcf->job, &idem) != NGX_OK
         || ngx_http_async_job_idem_replay(r, zone, &idem, wait, applied)) {
         return;
     }

@@ -12,18 +12,22 @@ namespace {
 constexpr uint64_t ttl = 1000;
 
 struct arena {
-    std::vector<uint64_t> tmem, xmem;
+    std::vector<uint64_t> tmem, kmem, pmem;
     job_table *t;
-    job_extras *x;
+    job_keys *k;
+    job_progress *p;
 
     arena(uint32_t capacity, uint32_t slots)
         : tmem(job_table_bytes(capacity) / 8 + 1),
-          xmem(job_extras_bytes(capacity, slots) / 8 + 1)
+          kmem(job_keys_bytes(capacity) / 8 + 1),
+          pmem(job_progress_bytes(capacity, slots) / 8 + 1)
     {
         t = reinterpret_cast<job_table *>(tmem.data());
-        x = reinterpret_cast<job_extras *>(xmem.data());
+        k = reinterpret_cast<job_keys *>(kmem.data());
+        p = reinterpret_cast<job_progress *>(pmem.data());
         job_table_init(t, capacity);
-        job_extras_init(x, capacity, slots);
+        job_keys_init(k, capacity);
+        job_progress_init(p, capacity, slots);
     }
 
     uint32_t insert(uint8_t tag, uint64_t now = 1)
@@ -48,14 +52,14 @@ static void test_key_binds_and_finds_its_job(void **)
     uint8_t k[32], f[32];
     digest(k, 7);
     digest(f, 9);
-    assert_int_equal(job_key_find(a.x, a.t, k, 1), no_job);
+    assert_int_equal(job_key_find(a.k, a.t, k, 1), no_job);
     uint32_t i = a.insert(1);
-    job_key_bind(a.x, a.t, i, k, f);
-    assert_int_equal(job_key_find(a.x, a.t, k, 1), i);
-    assert_true(job_key_same_request(a.x, i, f));
+    job_key_bind(a.k, a.t, i, k, f);
+    assert_int_equal(job_key_find(a.k, a.t, k, 1), i);
+    assert_true(job_key_same_request(a.k, i, f));
     uint8_t g[32];
     digest(g, 10);
-    assert_false(job_key_same_request(a.x, i, g));
+    assert_false(job_key_same_request(a.k, i, g));
 }
 
 static void test_key_lives_as_long_as_its_job(void **)
@@ -65,13 +69,13 @@ static void test_key_lives_as_long_as_its_job(void **)
     digest(k, 7);
     digest(f, 9);
     uint32_t i = a.insert(1);
-    job_key_bind(a.x, a.t, i, k, f);
+    job_key_bind(a.k, a.t, i, k, f);
     job_table_start(a.t, i, 2);
     job_table_finish(a.t, i, job_state::completed, job_reason::none, 200, 10,
                      ttl);
-    assert_int_equal(job_key_find(a.x, a.t, k, 10 + ttl - 1), i);
+    assert_int_equal(job_key_find(a.k, a.t, k, 10 + ttl - 1), i);
     // expired: not found even before the expiry removes it
-    assert_int_equal(job_key_find(a.x, a.t, k, 10 + ttl), no_job);
+    assert_int_equal(job_key_find(a.k, a.t, k, 10 + ttl), no_job);
 }
 
 static void test_key_of_a_removed_and_reused_record_is_gone(void **)
@@ -81,17 +85,17 @@ static void test_key_of_a_removed_and_reused_record_is_gone(void **)
     digest(k, 7);
     digest(f, 9);
     uint32_t i = a.insert(1);
-    job_key_bind(a.x, a.t, i, k, f);
+    job_key_bind(a.k, a.t, i, k, f);
     job_table_remove(a.t, i);
-    assert_int_equal(job_key_find(a.x, a.t, k, 1), no_job);
+    assert_int_equal(job_key_find(a.k, a.t, k, 1), no_job);
     uint32_t j = a.insert(2);
     assert_int_equal(j, i); // the same record, another generation
-    assert_int_equal(job_key_find(a.x, a.t, k, 1), no_job);
+    assert_int_equal(job_key_find(a.k, a.t, k, 1), no_job);
     uint8_t k2[32];
     digest(k2, 8);
-    job_key_bind(a.x, a.t, j, k2, f);
-    assert_int_equal(job_key_find(a.x, a.t, k2, 1), j);
-    assert_int_equal(job_key_find(a.x, a.t, k, 1), no_job);
+    job_key_bind(a.k, a.t, j, k2, f);
+    assert_int_equal(job_key_find(a.k, a.t, k2, 1), j);
+    assert_int_equal(job_key_find(a.k, a.t, k, 1), no_job);
 }
 
 static void test_keys_sharing_a_bucket_are_told_apart(void **)
@@ -103,31 +107,31 @@ static void test_keys_sharing_a_bucket_are_told_apart(void **)
     k2[key_digest_bytes - 1] = 99;
     digest(f, 1);
     uint32_t i = a.insert(1), j = a.insert(2);
-    job_key_bind(a.x, a.t, i, k1, f);
-    job_key_bind(a.x, a.t, j, k2, f);
-    assert_int_equal(job_key_find(a.x, a.t, k1, 1), i);
-    assert_int_equal(job_key_find(a.x, a.t, k2, 1), j);
+    job_key_bind(a.k, a.t, i, k1, f);
+    job_key_bind(a.k, a.t, j, k2, f);
+    assert_int_equal(job_key_find(a.k, a.t, k1, 1), i);
+    assert_int_equal(job_key_find(a.k, a.t, k2, 1), j);
 }
 
 static void test_progress_only_while_running(void **)
 {
     arena a(4, 1);
     uint32_t i = a.insert(1);
-    assert_int_equal(job_progress_set(a.x, a.t, i, 5, "x"),
+    assert_int_equal(job_progress_set(a.p, a.t, i, 5, "x"),
                      progress_result::not_running);
     job_table_start(a.t, i, 2);
-    assert_int_equal(job_progress_set(a.x, a.t, i, 40, "half way"),
+    assert_int_equal(job_progress_set(a.p, a.t, i, 40, "half way"),
                      progress_result::ok);
     progress_view v;
-    job_progress_get(a.x, a.t, i, &v);
+    job_progress_get(a.p, a.t, i, &v);
     assert_true(v.has);
     assert_int_equal(v.percent, 40);
     assert_sv_equal(std::string_view(v.message, v.message_len), "half way");
     job_table_finish(a.t, i, job_state::completed, job_reason::none, 200, 3,
                      ttl);
-    job_progress_get(a.x, a.t, i, &v);
+    job_progress_get(a.p, a.t, i, &v);
     assert_false(v.has);
-    assert_int_equal(job_progress_set(a.x, a.t, i, 50, ""),
+    assert_int_equal(job_progress_set(a.p, a.t, i, 50, ""),
                      progress_result::not_running);
 }
 
@@ -137,19 +141,19 @@ static void test_progress_slot_is_taken_over_when_its_job_ends(void **)
     uint32_t i = a.insert(1), j = a.insert(2);
     job_table_start(a.t, i, 2);
     job_table_start(a.t, j, 2);
-    assert_int_equal(job_progress_set(a.x, a.t, i, 1, "i"),
+    assert_int_equal(job_progress_set(a.p, a.t, i, 1, "i"),
                      progress_result::ok);
-    assert_int_equal(job_progress_set(a.x, a.t, j, 2, "j"),
+    assert_int_equal(job_progress_set(a.p, a.t, j, 2, "j"),
                      progress_result::no_slot);
     job_table_finish(a.t, i, job_state::failed, job_reason::upstream_error, 0,
                      3, ttl);
-    assert_int_equal(job_progress_set(a.x, a.t, j, 2, "j"),
+    assert_int_equal(job_progress_set(a.p, a.t, j, 2, "j"),
                      progress_result::ok);
     progress_view v;
-    job_progress_get(a.x, a.t, j, &v);
+    job_progress_get(a.p, a.t, j, &v);
     assert_true(v.has);
     assert_int_equal(v.percent, 2);
-    job_progress_get(a.x, a.t, i, &v);
+    job_progress_get(a.p, a.t, i, &v);
     assert_false(v.has);
 }
 
