@@ -138,6 +138,8 @@ subtest 'a key that is not one sf-string of 1 to 255 bytes: 400' => sub {
         ['with parameters', '"abc";x=1'],
         ['a list', '"a", "b"'],
         ['not ASCII', "\"caf\xc3\xa9\""],
+        # the harness writes "name: value\r\n": a second header line
+        ['two headers', "\"a\"\r\nIdempotency-Key: \"a\""],
     );
     for my $c (@bad) {
         my $r = submit($ng, '/submit', $c->[1], 'x');
