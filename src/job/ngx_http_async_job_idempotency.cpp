@@ -78,7 +78,7 @@ static bool ngx_http_async_job_idem_digest_body(ngx_http_request_t *r,
                 || EVP_DigestUpdate(md, chunk, n) != 1) {
                 return false;
             }
-            pos += n;
+            pos += static_cast<off_t>(n);
         }
     }
     return true;
