@@ -233,6 +233,56 @@ subtest 'a repeat with wait= waits for the same job' => sub {
     $ng->stop;
 };
 
+subtest 'no room for the key table: 503, until there is' => sub {
+    # 128k: the records, then results until the zone is full: no room
+    # for the keys either
+    my $ng = AsyncNginx->new(name => 'jobs-idem-full', workers => 2,
+        http => <<'EOF');
+    async_job_zone zone=jobs:128k active=4 length=10 max_result=100k;
+    server {
+        listen 127.0.0.1:$PORT;
+        location /blob { async_job jobs /blob.bin; }
+        location /submit { async_job jobs /blob.bin idempotency=on; }
+        location = /blob.bin { root html; error_page 405 =200 $uri; }
+        location /jobs/ { async_job_status jobs; }
+        location = /status { async_status; }
+    }
+EOF
+    $ng->start;
+    open my $fh, '>:raw', $ng->root . '/html/blob.bin' or die $!;
+    print $fh 'b' x 3000;
+    close $fh;
+    # results of 3 kB (a page each) until one finds no room
+    my (@stored, $full);
+    for (1 .. 40) {
+        my $id = submit($ng, '/blob', undef, '')->{json}{id} or last;
+        my $st = {};
+        AsyncNginx::wait_until(sub {
+            $st = eval { decode_json($ng->get("/jobs/$id")->{body}) } // {};
+            ($st->{status} // '') =~ /^(completed|failed)$/ }, 5);
+        if (($st->{reason} // '') eq 'zone_full') {
+            $full = 1;
+            last;
+        }
+        push @stored, $id;
+    }
+    ok($full, scalar(@stored) . ' results fill the zone');
+    my $blob = shift @stored;
+    my $r = submit($ng, '/submit', '"k"', '');
+    is($r->{status}, 503, 'an Idempotency-Key finds no room: 503');
+    like($r->{body}, qr/no room for idempotency keys/, 'says why');
+    like($ng->error_log,
+        qr/\[warn\].*has no room for the Idempotency-Key table/, 'a warn line');
+    is($ng->request('DELETE', "/jobs/$blob")->{status}, 204,
+        'a result is deleted');
+    $ng->request('DELETE', "/jobs/$_") for @stored;
+    my $ok = submit($ng, '/submit', '"k"', '');
+    is($ok->{status}, 202, 'then the key is taken: 202');
+    is(submit($ng, '/submit', '"k"', '')->{json}{id}, $ok->{json}{id},
+        'and repeats');
+    $ng->stop;
+};
+
 subtest 'configuration' => sub {
     my $ng = AsyncNginx->new(name => 'jobs-idem-conf', http => <<'EOF');
     async_job_zone zone=jobs:1m;
