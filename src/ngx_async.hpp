@@ -88,6 +88,30 @@ inline ngx_int_t add_variables(ngx_conf_t *cf, const ngx_http_variable_t *vars)
     return NGX_OK;
 }
 
+// An address's configuration for a job's plain HTTP/1.1 stream: no TLS,
+// no HTTP/2 preface, no PROXY protocol header, no QUIC (nginx 1.25+).
+inline void plain_http_addr_conf(ngx_http_addr_conf_t *conf)
+{
+    conf->ssl = 0;
+    conf->http2 = 0;
+    conf->proxy_protocol = 0;
+#if (nginx_version >= 1025000)
+    conf->quic = 0;
+#endif
+}
+
+// ngx_http_parse_chunked(), whose trailers argument came with nginx 1.27.2
+// (proxy_pass_trailers); trailers are skipped.
+inline ngx_int_t parse_chunked(ngx_http_request_t *r, ngx_buf_t *b,
+                               ngx_http_chunked_t *ctx)
+{
+#if (nginx_version >= 1027002)
+    return ngx_http_parse_chunked(r, b, ctx, 0);
+#else
+    return ngx_http_parse_chunked(r, b, ctx);
+#endif
+}
+
 constexpr std::string_view module_version = "0.1.0";
 
 } // namespace async

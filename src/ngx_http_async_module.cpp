@@ -51,7 +51,7 @@ static ngx_command_t ngx_http_async_commands[] = {
 
     {ngx_string("async_queue"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
-         | NGX_CONF_TAKE1,
+         | NGX_CONF_TAKE12,
      ngx_http_async_queue_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
 
     {ngx_string("async_queue_status"),
@@ -230,6 +230,9 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
     // async_status is a content handler of its own location: not inherited
     if (conf->status == NGX_CONF_UNSET) {
         conf->status = 0;
+    }
+    if (conf->queue == NGX_CONF_UNSET_PTR) {
+        conf->queue_priority = prev->queue_priority; // set with the queue
     }
     ngx_conf_merge_ptr_value(conf->queue, prev->queue, nullptr);
     ngx_conf_merge_value(conf->queue_status, prev->queue_status,

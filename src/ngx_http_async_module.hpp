@@ -21,10 +21,11 @@ struct ngx_http_async_main_conf_t {
 struct ngx_http_async_job_loc_t;
 
 struct ngx_http_async_loc_conf_t {
-    ngx_flag_t status;           // async_status
-    ngx_shm_zone_t *queue;       // async_queue; nullptr: off
-    ngx_int_t queue_status;      // async_queue_status
-    ngx_int_t queue_retry_after; // seconds, or _AUTO / _OFF
+    ngx_flag_t status;                        // async_status
+    ngx_shm_zone_t *queue;                    // async_queue; nullptr: off
+    ngx_http_complex_value_t *queue_priority; // priority=; nullptr: 0
+    ngx_int_t queue_status;                   // async_queue_status
+    ngx_int_t queue_retry_after;              // seconds, or _AUTO / _OFF
 
     ngx_array_t *fanout; // async_fetch: ngx_http_async_fetch_t
     u_char *fanout_file; // where the first async_fetch is

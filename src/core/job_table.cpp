@@ -78,6 +78,8 @@ std::string_view job_reason_name(job_reason r) noexcept
             return "internal_error";
         case job_reason::cancelled:
             return "cancelled";
+        case job_reason::truncated:
+            return "truncated";
         case job_reason::none:
             break;
     }

@@ -41,7 +41,8 @@ enum class job_reason : uint8_t {
     zone_full,        // no room in shared memory for the result
     upstream_error,   // the response ended before it was complete
     internal_error,   // the job could not be started
-    cancelled         // DELETE
+    cancelled,        // DELETE
+    truncated         // the body ended before its Content-Length/last chunk
 };
 
 std::string_view job_state_name(job_state s) noexcept;

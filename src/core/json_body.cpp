@@ -33,6 +33,11 @@ simdjson::dom::parser &json_parser() noexcept
     return parser;
 }
 
+// simdjson sizes its buffers (about 12 bytes per input byte: structural
+// indexes, tape, string buffer) to the largest document it has parsed and
+// never shrinks them; past this capacity they go back to the heap at once.
+constexpr size_t json_parser_kept_capacity = 1 << 20;
+
 } // namespace
 
 bool is_json_media_type(std::string_view content_type) noexcept
@@ -76,8 +81,23 @@ bool is_valid_json(const char *data, size_t len, size_t readable) noexcept
         return false;
     }
     bool padded = readable >= len && readable - len >= padding_needed();
-    auto result = json_parser().parse(data, len, !padded);
-    return result.error() == simdjson::SUCCESS;
+    simdjson::dom::parser &parser = json_parser();
+    bool ok = parser.parse(data, len, !padded).error() == simdjson::SUCCESS;
+    if (parser.capacity() > json_parser_kept_capacity) {
+        // a fresh parser allocates nothing until its next document
+        parser = simdjson::dom::parser{};
+    }
+    return ok;
+}
+
+size_t json_parser_capacity() noexcept
+{
+    return json_parser().capacity();
+}
+
+size_t json_parser_max_kept_capacity() noexcept
+{
+    return json_parser_kept_capacity;
 }
 
 body_kind classify_body(const char *data, size_t len,

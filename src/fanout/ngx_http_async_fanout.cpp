@@ -186,6 +186,7 @@ static ngx_int_t ngx_http_async_fanout_launch(ngx_http_async_fanout_t *fo,
     a->content_length = -1;
     a->ps.handler = ngx_http_async_fanout_done;
     a->ps.data = a;
+    a->root.attempt = a;
 
     if (call->nattempts == 0) {
         if (ngx_http_complex_value(r, &call->conf->uri, &uri) != NGX_OK) {
@@ -215,6 +216,7 @@ static ngx_int_t ngx_http_async_fanout_launch(ngx_http_async_fanout_t *fo,
     // the copy filter reads file buffers into memory for the capture
     sr->filter_need_in_memory = 1;
     a->sr = sr;
+    a->root.r = sr;
     call->nattempts++;
     return NGX_OK;
 }
@@ -386,6 +388,17 @@ static void ngx_http_async_fanout_progress(ngx_http_async_fanout_t *fo)
         if (call->winner != nullptr) {
             ngx_http_async_fanout_resolve(call, call_state::ok,
                                           fanout_reason::none, 0);
+            if (ngx_http_async_fanout_part_has_boundary(fo, call)) {
+                // the part would end early for the client: a bad answer
+                // of its backend, never a broken frame
+                ngx_log_error(NGX_LOG_ERR, fo->r->connection->log, 0,
+                              "async_fetch \"%V\": body contains the "
+                              "multipart boundary",
+                              &call->conf->name);
+                call->state = call_state::failed;
+                call->reason = fanout_reason::status;
+                call->status = NGX_HTTP_BAD_GATEWAY;
+            }
         } else if (!running && failed != nullptr) {
             // a hedge only races a slow answer, it does not retry errors
             ngx_http_async_fanout_resolve(call, call_state::failed,
@@ -487,7 +500,25 @@ static void ngx_http_async_fanout_hedge(ngx_event_t *ev)
     ngx_http_run_posted_requests(c);
 }
 
-// Post-subrequest handler: records the call's end and wakes the parent.
+bool ngx_http_async_fanout_is_call(ngx_http_post_subrequest_t *ps)
+{
+    return ps != nullptr && ps->handler == ngx_http_async_fanout_done;
+}
+
+// A status nginx turns into a response of the request itself (its error
+// page, or error_page's redirect, named locations included), as for a
+// client: the call's part is then that response. The ones that would
+// terminate the whole connection are the call's failure instead.
+static bool ngx_http_async_fanout_makes_response(ngx_int_t rc)
+{
+    return (rc >= NGX_HTTP_SPECIAL_RESPONSE || rc == NGX_HTTP_CREATED
+            || rc == NGX_HTTP_NO_CONTENT)
+           && rc != NGX_HTTP_CLOSE && rc != NGX_HTTP_REQUEST_TIME_OUT
+           && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST;
+}
+
+// Post-subrequest handler: records the end of the call's own request; the
+// capture ends the attempt once its nested requests are complete too.
 static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr, void *data,
                                             ngx_int_t rc)
 {
@@ -495,35 +526,31 @@ static ngx_int_t ngx_http_async_fanout_done(ngx_http_request_t *sr, void *data,
     if (rc == NGX_AGAIN) {
         return rc;
     }
-    if (!a->finished) {
-        a->finished = true;
-        if (a->header_seen) {
-            if (a->content_length >= 0
-                && static_cast<off_t>(a->len) != a->content_length
-                && !a->too_large && !a->cancelled) {
-                // the body ended short of its Content-Length
-                a->status = NGX_HTTP_BAD_GATEWAY;
-            }
-        } else if (rc >= NGX_HTTP_OK && rc <= 599) {
-            a->status = static_cast<ngx_uint_t>(rc);
-        } else {
-            a->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (!a->header_seen && !a->cancelled
+        && ngx_http_async_fanout_makes_response(rc)) {
+        // nginx finalizes the request again after that response
+        return rc;
+    }
+    if (!a->root.done) {
+        if (!a->header_seen) {
+            a->status = rc >= NGX_HTTP_OK && rc <= 599
+                            ? static_cast<ngx_uint_t>(rc)
+                            : NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-        if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            if (a->status < NGX_HTTP_SPECIAL_RESPONSE) {
-                a->status = rc == NGX_ERROR ? NGX_HTTP_BAD_GATEWAY
-                                            : static_cast<ngx_uint_t>(rc);
-            }
+        if ((rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE)
+            && a->status < NGX_HTTP_SPECIAL_RESPONSE) {
+            a->status = rc == NGX_ERROR ? NGX_HTTP_BAD_GATEWAY
+                                        : static_cast<ngx_uint_t>(rc);
+        } else if (!a->cancelled && ngx_http_async_capture_upstream_short(sr)) {
+            a->status = NGX_HTTP_BAD_GATEWAY;
         }
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
-                       "async_fetch \"%V\" done: rc:%i status:%ui",
+                       "async_fetch \"%V\" request done: rc:%i status:%ui",
                        &a->call->conf->name, rc, a->status);
-        if (!a->cancelled) {
-            ngx_http_async_fanout_post(a->call->fanout);
-        }
+        ngx_http_async_capture_root_done(a);
     }
-    // an error of a call is its own, never the whole request's: no error
-    // page, no termination of the request it belongs to
+    // an error of a call is its own, never the whole request's: no
+    // termination of the request it belongs to
     if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return NGX_OK;
     }

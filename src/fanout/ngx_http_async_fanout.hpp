@@ -32,12 +32,44 @@ enum class fanout_reason : uint8_t {
 
 struct ngx_http_async_call_t;
 struct ngx_http_async_fanout_t;
+struct ngx_http_async_attempt_t;
+struct ngx_http_async_piece_t;
+
+// One request of a call's tree: the call's own subrequest, or a subrequest
+// nested in it (SSI include, echo_location, auth_request...). nginx orders
+// nested output through the connection's active request (c->data), which a
+// background call never is: the capture keeps each request's output that
+// cannot go yet as pieces, in document order, as the postpone filter does.
+struct ngx_http_async_node_t {
+    ngx_http_request_t *r;
+    ngx_http_async_attempt_t *attempt;
+    ngx_http_async_node_t *next;    // the attempt's nested nodes
+    ngx_http_async_piece_t *pieces; // output waiting for what comes before
+    ngx_http_async_piece_t **last;  // nullptr: no piece yet
+    ngx_http_post_subrequest_t ps;  // nested: ours, wrapping `creator`
+    ngx_http_post_subrequest_t *creator;
+    ngx_http_event_handler_pt write_handler; // see capture_run_active
+    bool header_seen;
+    bool done; // the request ended
+};
+
+// Queued output: bytes, or the place of a nested request's whole output.
+struct ngx_http_async_piece_t {
+    ngx_http_async_piece_t *next;
+    ngx_http_async_node_t *child;
+    u_char *data;
+    size_t len;
+};
 
 // One subrequest of a call: the first one, or its hedged twin.
 struct ngx_http_async_attempt_t {
     ngx_http_async_call_t *call;
     ngx_http_request_t *sr;
     ngx_http_post_subrequest_t ps;
+    ngx_http_async_node_t root;    // sr itself
+    ngx_http_async_node_t *nested; // its nested requests, newest first
+    size_t queued;                 // bytes in pieces, not in body yet
+    ngx_uint_t root_status;        // sr's status, recorded when sr ends
     u_char *body; // capture buffer, cap + async::padding_needed() bytes
     size_t len;
     size_t cap;
@@ -48,7 +80,8 @@ struct ngx_http_async_attempt_t {
     bool finished;  // the subrequest ended (post-subrequest handler ran)
     bool cancelled; // we gave up on it; its output is discarded
     bool too_large;
-    bool inline_json; // json aggregation: the body is valid JSON
+    bool nested_failed; // a nested request failed: the body is incomplete
+    bool inline_json;   // json aggregation: the body is valid JSON
 };
 
 enum class call_state : uint8_t { running, ok, failed };
@@ -101,8 +134,20 @@ ngx_http_async_fanout_t *ngx_http_async_fanout_of(ngx_http_request_t *r);
 ngx_http_async_attempt_t *
 ngx_http_async_fanout_attempt_of(ngx_http_request_t *sr);
 void ngx_http_async_fanout_post(ngx_http_async_fanout_t *fo);
+// A call's subrequest, i.e. the root of an attempt's tree: recognizes the
+// attempt's post-subrequest handler.
+bool ngx_http_async_fanout_is_call(ngx_http_post_subrequest_t *ps);
+
+// capture (ngx_http_async_fanout_capture.cpp)
+// The attempt's request ended: its whole tree may be complete now.
+void ngx_http_async_capture_root_done(ngx_http_async_attempt_t *a);
+// The request's upstream response ended short of its body.
+bool ngx_http_async_capture_upstream_short(ngx_http_request_t *sr);
 
 // aggregation (ngx_http_async_fanout_aggregate.cpp)
+// multipart: the call's captured body contains the boundary already chosen
+bool ngx_http_async_fanout_part_has_boundary(ngx_http_async_fanout_t *fo,
+                                             ngx_http_async_call_t *call);
 bool ngx_http_async_fanout_completed(ngx_http_async_fanout_t *fo);
 ngx_str_t ngx_http_async_fanout_failed_text(ngx_http_async_fanout_t *fo,
                                             ngx_pool_t *pool);

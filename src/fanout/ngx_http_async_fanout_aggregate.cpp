@@ -5,6 +5,9 @@
 
 #include "core/json_body.hpp"
 #include "core/json_writer.hpp"
+#include "core/multipart.hpp"
+
+#include <openssl/rand.h>
 
 static constexpr std::string_view reason_names[] = {"", "timeout", "cancelled",
                                                     "too_large", ""};
@@ -18,6 +21,19 @@ ngx_http_async_fanout_reason(ngx_http_async_call_t *call, u_char *num)
                 static_cast<size_t>(end - num)};
     }
     return reason_names[static_cast<ngx_uint_t>(call->reason)];
+}
+
+bool ngx_http_async_fanout_part_has_boundary(ngx_http_async_fanout_t *fo,
+                                             ngx_http_async_call_t *call)
+{
+    ngx_http_async_attempt_t *a = call->winner;
+    if (fo->boundary.len == 0 || call->state != call_state::ok
+        || a == nullptr) {
+        return false;
+    }
+    return async::contains_boundary(
+        {reinterpret_cast<const char *>(a->body), a->len},
+        async::view(fo->boundary));
 }
 
 bool ngx_http_async_fanout_completed(ngx_http_async_fanout_t *fo)
@@ -291,6 +307,40 @@ ngx_http_async_fanout_required_failure(ngx_http_async_fanout_t *fo)
     return nullptr;
 }
 
+// A boundary from the system's CSPRNG: neither a call's backend nor a
+// client can predict it from earlier answers. It must not occur in a part
+// already captured (drawn again; with 128 random bits only a broken RNG
+// repeats); a part that ends later is checked when its call resolves.
+static ngx_int_t ngx_http_async_fanout_boundary(ngx_http_async_fanout_t *fo)
+{
+    auto *p =
+        static_cast<u_char *>(ngx_pnalloc(fo->r->pool, async::boundary_length));
+    if (p == nullptr) {
+        return NGX_ERROR;
+    }
+    fo->boundary.data = p;
+    fo->boundary.len = async::boundary_length;
+    for (ngx_uint_t attempt = 0; attempt < 4; attempt++) {
+        u_char random[async::boundary_random_bytes];
+        if (RAND_bytes(random, sizeof(random)) != 1) {
+            ngx_log_error(NGX_LOG_ALERT, fo->r->connection->log, 0,
+                          "async_aggregate multipart: RAND_bytes() failed");
+            return NGX_ERROR;
+        }
+        async::format_boundary(random, reinterpret_cast<char *>(p));
+        bool clash = false;
+        for (ngx_uint_t i = 0; i < fo->ncalls && !clash; i++) {
+            clash = ngx_http_async_fanout_part_has_boundary(fo, &fo->calls[i]);
+        }
+        if (!clash) {
+            return NGX_OK;
+        }
+    }
+    ngx_log_error(NGX_LOG_ALERT, fo->r->connection->log, 0,
+                  "async_aggregate multipart: no boundary outside the parts");
+    return NGX_ERROR;
+}
+
 static ngx_int_t
 ngx_http_async_fanout_stream_header(ngx_http_async_fanout_t *fo, bool multipart)
 {
@@ -301,18 +351,12 @@ ngx_http_async_fanout_stream_header(ngx_http_async_fanout_t *fo, bool multipart)
     ngx_http_clear_accept_ranges(r);
 
     if (multipart) {
-        // a boundary no part can be expected to contain
-        u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, 40));
-        u_char *type = static_cast<u_char *>(ngx_pnalloc(r->pool, 80));
-        if (p == nullptr || type == nullptr) {
+        u_char *type = static_cast<u_char *>(
+            ngx_pnalloc(r->pool, sizeof("multipart/mixed; boundary=")
+                                     + async::boundary_length));
+        if (type == nullptr || ngx_http_async_fanout_boundary(fo) != NGX_OK) {
             return NGX_ERROR;
         }
-        fo->boundary.data = p;
-        fo->boundary.len = ngx_sprintf(p, "async-%08xD%08xD%08xD",
-                                       static_cast<uint32_t>(ngx_random()),
-                                       static_cast<uint32_t>(ngx_random()),
-                                       static_cast<uint32_t>(ngx_random()))
-                           - p;
         r->headers_out.content_type.data = type;
         r->headers_out.content_type.len =
             ngx_sprintf(type, "multipart/mixed; boundary=%V", &fo->boundary)

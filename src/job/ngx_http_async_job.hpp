@@ -1,8 +1,8 @@
 // Request-reply jobs (async_job*): the types shared by the zone and store
 // (ngx_http_async_job_store.cpp), a worker's start, wake-ups and exit
 // (_job_process.cpp), the submit handler (_job_submit.cpp), the background
-// runner (_job_run.cpp, _job_copy.cpp, _job_fake.cpp, _job_callback.cpp,
-// _job_capture.cpp; its own types in _job_run.hpp), the status location
+// runner (_job_run.cpp, _job_copy.cpp, _job_conn.cpp, _job_client.cpp,
+// _job_callback.cpp; its own types in _job_run.hpp), the status location
 // (_job_status.cpp), the answers (_job_answer.cpp), the parked waiters
 // (_job_wait.cpp) and the async_status section (_job_report.cpp).
 //
@@ -98,7 +98,6 @@ struct ngx_http_async_job_view_t {
 // What a request of the job concern keeps in the module's ctx slot: the
 // id and state for $async_job_id and $async_job_status.
 struct ngx_http_async_job_ctx_t {
-    ngx_http_async_job_run_t *run; // the fake request of a running job
     char id[async::id_chars];
     async::job_state state;
     bool has_id;
@@ -137,7 +136,7 @@ ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
                                                        ngx_str_t *name,
                                                        ngx_str_t directive);
 
-// --- runner (_job_run.cpp, _job_copy.cpp, _job_capture.cpp) --------------
+// --- runner (_job_run.cpp, _job_copy.cpp, _job_conn.cpp) ----------------
 
 // Takes a copy of r's request for a job; the run is parked or ready.
 ngx_http_async_job_run_t *
@@ -170,7 +169,14 @@ void ngx_http_async_job_zones_each(ngx_cycle_t *cycle, F &&f)
 
 void ngx_http_async_job_runs_wake(ngx_cycle_t *cycle);
 void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_async_job_capture_init(ngx_conf_t *cf);
+// Registers the POST_READ handler that marks a job's own requests.
+ngx_int_t ngx_http_async_job_conn_init(ngx_conf_t *cf);
+// The id and state of the job whose request runs on c, if it is a job's.
+bool ngx_http_async_job_conn_id(ngx_connection_t *c, char id[async::id_chars],
+                                async::job_state *state);
+// Evaluates async_job_callback's URI with the submit's variables.
+void ngx_http_async_job_run_callback_uri(ngx_http_request_t *r,
+                                         ngx_http_async_job_run_t *run);
 ngx_http_async_job_ctx_t *ngx_http_async_job_ctx(ngx_http_request_t *r,
                                                  bool create);
 
@@ -248,10 +254,10 @@ void ngx_http_async_job_progress_json(async::json_writer &w,
 // The bytes the progress of v may take in a status answer.
 size_t
 ngx_http_async_job_progress_json_bytes(const ngx_http_async_job_view_t *v);
-// The X-Async-Job-Id the job's own request carries: pushed onto the copied
-// request headers once the job has its id.
+// The X-Async-Job-Id the job's own request carries: added to the head of
+// the copied request (HTTP/1.1 text) once the job has its id.
 bool ngx_http_async_job_progress_add_id_header(
-    ngx_pool_t *pool, ngx_list_t *headers, const uint8_t id[async::id_bytes]);
+    ngx_pool_t *pool, ngx_str_t *head, const uint8_t id[async::id_bytes]);
 // Whether a client's header is one the job's request sets itself.
 bool ngx_http_async_job_progress_own_header(const ngx_table_elt_t &h);
 

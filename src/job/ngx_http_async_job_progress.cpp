@@ -209,23 +209,30 @@ void ngx_http_async_job_progress_json(async::json_writer &w,
 }
 
 bool ngx_http_async_job_progress_add_id_header(
-    ngx_pool_t *pool, ngx_list_t *headers, const uint8_t id[async::id_bytes])
+    ngx_pool_t *pool, ngx_str_t *head, const uint8_t id[async::id_bytes])
 {
-    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(headers));
-    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, async::id_chars));
-    if (h == nullptr || p == nullptr) {
+    // the head ends with the empty line: the header goes before it
+    static constexpr std::string_view end = "\r\n\r\n";
+    std::string_view text = async::view(*head);
+    if (text.size() < end.size()
+        || text.substr(text.size() - end.size()) != end) {
         return false;
     }
-    ngx_memzero(h, sizeof(*h));
-    async::encode_id(id, reinterpret_cast<char *>(p));
-    h->key = id_header;
-    h->lowcase_key =
-        reinterpret_cast<u_char *>(const_cast<char *>("x-async-job-id"));
-    // the hash nginx's own parser gives it, so proxy_set_header and
-    // friends find it
-    h->hash = ngx_hash_key(h->lowcase_key, id_header.len);
-    h->value.data = p;
-    h->value.len = async::id_chars;
+    size_t keep = text.size() - 2;
+    size_t len = keep + id_header.len + 2 + async::id_chars + 2 + 2;
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, len));
+    if (p == nullptr) {
+        return false;
+    }
+    u_char *last = ngx_cpymem(p, head->data, keep);
+    last = ngx_cpymem(last, id_header.data, id_header.len);
+    *last++ = ':';
+    *last++ = ' ';
+    async::encode_id(id, reinterpret_cast<char *>(last));
+    last += async::id_chars;
+    last = ngx_cpymem(last, "\r\n\r\n", 4);
+    head->data = p;
+    head->len = static_cast<size_t>(last - p);
     return true;
 }
 

@@ -1,8 +1,6 @@
 // A job's run: its start, slots, the end of its subrequest, wake-ups, destroy.
 #include "job/ngx_http_async_job_run.hpp"
 
-static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr, void *data,
-                                            ngx_int_t rc);
 static void ngx_http_async_job_end(ngx_http_async_job_run_t *run);
 
 static constexpr ngx_msec_t hold_interval = 1000;
@@ -37,8 +35,7 @@ void ngx_http_async_job_run_attach(ngx_http_async_job_run_t *run,
     run->generation = generation;
     ngx_memcpy(run->id, id, async::id_bytes);
     // progress hook: the job's request names its job
-    if (!ngx_http_async_job_progress_add_id_header(run->pool, &run->headers,
-                                                   id)) {
+    if (!ngx_http_async_job_progress_add_id_header(run->pool, &run->head, id)) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "async_job: no memory for X-Async-Job-Id");
     }
@@ -76,8 +73,13 @@ void ngx_http_async_job_run_destroy(ngx_http_async_job_run_t *run)
             ngx_delete_posted_event(ev);
         }
     }
-    ngx_http_async_job_close_fake(run);
-    ngx_destroy_pool(run->pool);
+    if (run->ex != nullptr) {
+        ngx_http_async_job_exchange_close(run->ex);
+        if (run->kick_ev.posted) {
+            ngx_delete_posted_event(&run->kick_ev);
+        }
+    }
+    ngx_destroy_pool(run->pool); // its cleanup closes the body's descriptor
 }
 
 // --- slots ------------------------------------------------------------------
@@ -171,29 +173,19 @@ void ngx_http_async_job_start(ngx_event_t *ev)
     }
     run->phase = run_phase::running;
 
-    ngx_http_request_t *sr = nullptr;
-    if (ngx_http_async_job_fake(run) != NGX_OK) {
-        goto failed;
-    }
-    run->ps.handler = ngx_http_async_job_sr_done;
-    run->ps.data = run;
-    if (ngx_http_subrequest(run->fr, &run->uri, &run->args, &sr, &run->ps,
-                            NGX_HTTP_SUBREQUEST_BACKGROUND)
+    if (ngx_http_async_job_exchange(run, run->head, run->body, true,
+                                    run->method == NGX_HTTP_HEAD, false,
+                                    async::job_state::running)
         != NGX_OK) {
         goto failed;
     }
-    sr->method = run->method;
-    sr->method_name = run->method_name;
-    run->sr = sr;
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, run->fc->log, 0,
-                   "async_job: started \"%V?%V\"", &run->uri, &run->args);
-    ngx_http_run_posted_requests(run->fc);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "async_job: started job %uD", run->index);
     return;
 
 failed:
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "async_job: cannot start a job in zone \"%V\"", &zone->name);
-    run->sr_done = true;
     ngx_http_async_job_finish(run, async::job_state::failed,
                               async::job_reason::internal_error, 0, false);
     ngx_http_async_job_release(run);
@@ -238,98 +230,53 @@ void ngx_http_async_job_hold(ngx_event_t *ev)
     ngx_add_timer(ev, hold_interval);
 }
 
-// --- the end of the subrequest -----------------------------------------------
+// --- the end of the exchange ---------------------------------------------
 
-static ngx_int_t ngx_http_async_job_sr_done(ngx_http_request_t *sr, void *data,
-                                            ngx_int_t rc)
-{
-    auto *run = static_cast<ngx_http_async_job_run_t *>(data);
-    (void) sr;
-    if (rc == NGX_AGAIN) {
-        return rc;
-    }
-    if (!run->header_seen && !run->cancelled && !run->too_large
-        && rc >= NGX_HTTP_SPECIAL_RESPONSE && rc < 600
-        && rc != NGX_HTTP_REQUEST_TIME_OUT && rc != NGX_HTTP_CLOSE
-        && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST) {
-        // nginx answers with its error page, which the capture keeps, and
-        // calls us again: the job gets that answer, as a client would
-        return rc;
-    }
-    if (!run->sr_done) {
-        run->sr_done = true;
-        run->rc = rc;
-        ngx_http_async_job_post(&run->kick_ev);
-    }
-    // a job's error is its own: no error page, never the fake request's end
-    if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return NGX_OK;
-    }
-    return rc;
-}
-
-// Stops a running subrequest: a proxied one through its upstream cleanup,
-// which closes the upstream connection at once; other handlers run to
-// their end and their output is dropped.
+// The job's client end leaves: nginx sees its client go, as with a real
+// one (a proxied request's upstream connection closes at once).
 static void ngx_http_async_job_stop(ngx_http_async_job_run_t *run)
 {
-    ngx_http_request_t *sr = run->sr;
-    if (sr == nullptr || run->sr_done) {
-        return;
-    }
-    ngx_http_upstream_t *u = sr->upstream;
-    if (u != nullptr && u->cleanup != nullptr && *u->cleanup != nullptr) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, run->fc->log, 0,
-                       "async_job: closing upstream");
-        (*u->cleanup)(sr);
-        run->sr_done = true;
-        run->rc = NGX_ERROR;
-        ngx_http_run_posted_requests(run->fc);
-    }
+    ngx_http_async_job_exchange_close(run->ex);
 }
 
 void ngx_http_async_job_kick(ngx_event_t *ev)
 {
     auto *run = static_cast<ngx_http_async_job_run_t *>(ev->data);
-
-    if (run->phase == run_phase::running) {
-        if (!run->sr_done && (run->too_large || run->cancelled)) {
-            ngx_http_async_job_stop(run);
-        }
-        if (!run->sr_done) {
-            return;
-        }
-        if (run->fr != nullptr && run->fr->count > 1) {
-            ngx_add_timer(ev, 10); // the subrequest is still being closed
-            return;
-        }
-        ngx_http_async_job_end(run);
+    if (run->ex == nullptr || !run->ex->done) {
         return;
     }
-    if (run->phase == run_phase::callback && run->cb_done) {
-        if (run->fr != nullptr && run->fr->count > 1) {
-            ngx_add_timer(ev, 10);
-            return;
-        }
-        ngx_http_async_job_run_destroy(run);
+    if (run->phase == run_phase::running) {
+        ngx_http_async_job_end(run);
+    } else if (run->phase == run_phase::callback) {
+        ngx_http_async_job_callback_end(run);
     }
 }
 
 static void ngx_http_async_job_end(ngx_http_async_job_run_t *run)
 {
     run->phase = run_phase::ending;
+    ngx_http_async_job_exchange_t *ex = run->ex;
     if (run->cancelled) {
         // the final state is already set by the cancellation
-    } else if (run->too_large) {
+    } else if (ex->too_large) {
         ngx_http_async_job_finish(run, async::job_state::failed,
                                   async::job_reason::result_too_large, 0,
                                   false);
-    } else if (!run->header_seen || run->rc == NGX_ERROR
-               || (run->content_length >= 0
-                   && run->content_length != static_cast<off_t>(run->len))) {
-        ngx_http_async_job_finish(run, async::job_state::failed,
-                                  async::job_reason::upstream_error, 0, false);
+    } else if (ex->failed || ex->truncated) {
+        async::job_reason reason = async::job_reason::upstream_error;
+        if (ngx_exiting) {
+            reason = async::job_reason::shutdown;
+        } else if (ex->truncated) {
+            reason = async::job_reason::truncated;
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "async_job: an answer ended before its announced "
+                          "end; the job failed (truncated)");
+        }
+        ngx_http_async_job_finish(run, async::job_state::failed, reason, 0,
+                                  false);
     } else {
+        run->status = ex->status;
+        run->content_type = ex->content_type;
         ngx_uint_t status = run->status != 0 ? run->status : NGX_HTTP_OK;
         ngx_http_async_job_finish(
             run, async::job_state::completed, async::job_reason::none,
@@ -444,11 +391,7 @@ static void ngx_http_async_job_scan_cancelled(ngx_http_async_job_zone_t *zone)
             case run_phase::ready:
                 break; // the start sees it and gives the slot back
             case run_phase::running:
-                if (run->sr_done) {
-                    break;
-                }
                 ngx_http_async_job_stop(run);
-                ngx_http_async_job_post(&run->kick_ev);
                 break;
             default:
                 break;
@@ -490,6 +433,11 @@ void ngx_http_async_job_runs_exit(ngx_cycle_t *cycle)
                 && rec.queue_node == run->node) {
                 async::ticket_queue_leave(
                     zone->q, run->node, async::leave_reason::cancelled, &wake);
+            }
+            if (run->ex != nullptr && run->ex->c != nullptr) {
+                // no socket may be left open when the worker exits
+                ngx_close_connection(run->ex->c);
+                run->ex->c = nullptr;
             }
             if (run->holds_slot) {
                 async::ticket_queue_release(

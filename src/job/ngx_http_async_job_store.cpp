@@ -259,7 +259,7 @@ ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf)
     if (amcf->job_zones.nelts == 0) {
         return NGX_OK;
     }
-    return ngx_http_async_job_capture_init(cf);
+    return ngx_http_async_job_conn_init(cf);
 }
 
 // --- store ---------------------------------------------------------------

@@ -187,6 +187,7 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
         ctx->has_id = true;
         ctx->state = v.rec.state;
     }
+    ngx_http_async_job_run_callback_uri(r, run);
 
     if (wait > 0) {
         ngx_int_t rc = ngx_http_async_job_park(r, zone, &v, wait,
@@ -355,8 +356,17 @@ static ngx_int_t ngx_http_async_job_variable(ngx_http_request_t *r,
 {
     ngx_http_async_job_ctx_t *ctx = ngx_http_async_job_ctx(r->main, false);
     if (ctx == nullptr || !ctx->has_id) {
-        v->not_found = 1;
-        return NGX_OK;
+        // a job's own request after an internal redirect wiped its ctx
+        char id[async::id_chars];
+        async::job_state state;
+        if (!ngx_http_async_job_conn_id(r->connection, id, &state)
+            || (ctx = ngx_http_async_job_ctx(r->main, true)) == nullptr) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        ngx_memcpy(ctx->id, id, async::id_chars);
+        ctx->has_id = true;
+        ctx->state = state;
     }
     if (data == 0) {
         v->data = reinterpret_cast<u_char *>(ctx->id);

@@ -1,10 +1,14 @@
 // async_queue: admission of requests through a queue zone. A request takes
 // a slot and proceeds, or parks (holding only its connection) until a slot
-// is handed to it in FIFO order, or is answered with async_queue_status.
+// is handed to it (by priority class, FIFO within a class), or is answered
+// with async_queue_status: queue full, timed out, evicted by a request of a
+// higher class, or dropped by CoDel.
 #include "queue/ngx_http_async_queue.hpp"
 #include "common/ngx_http_async_event.hpp"
 
 #include "common/ngx_http_async_conf.hpp"
+
+#include <ctime>
 
 enum class queue_outcome : ngx_uint_t {
     passed,
@@ -12,7 +16,9 @@ enum class queue_outcome : ngx_uint_t {
     queued,
     rejected,
     timed_out,
-    cancelled
+    cancelled,
+    evicted,
+    dropped
 };
 
 // One request's passage through one zone. It lives in the request pool and
@@ -25,7 +31,9 @@ struct ngx_http_async_queue_entry_t {
     ngx_event_t timer;
     ngx_msec_t entered;
     ngx_msec_t waited;
+    uint64_t admitted_us; // monotonic, for the adaptive limit's samples
     uint32_t node;
+    uint32_t priority;
     queue_outcome outcome;
     bool holds_slot;
     ngx_http_post_subrequest_t *parent_ps; // a subrequest's own handler
@@ -53,6 +61,16 @@ ngx_http_async_queue_find(ngx_http_request_t *r,
     return nullptr;
 }
 
+static uint64_t ngx_http_async_queue_now_us()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000
+           + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+// Gives the slot back; with active=auto its service time is a sample of
+// the zone's limit first, so that a lower limit holds the next waiter back.
 static void ngx_http_async_queue_release(ngx_http_async_queue_entry_t *entry)
 {
     if (!entry->holds_slot) {
@@ -60,7 +78,25 @@ static void ngx_http_async_queue_release(ngx_http_async_queue_entry_t *entry)
     }
     entry->holds_slot = false;
     ngx_http_async_queue_zone_t *zone = entry->zone;
-    ngx_http_async_release_slot(zone->shpool, zone->q);
+    async::wake_set wake{};
+    // measured always: a reload may have turned active=auto on since this
+    // request's configuration was read
+    uint64_t now = ngx_http_async_queue_now_us();
+    uint64_t service_us =
+        now > entry->admitted_us ? now - entry->admitted_us : 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    if (zone->sh->adaptive
+        && async::adaptive_limit_sample(&zone->sh->limit, service_us,
+                                        zone->q->active, ngx_current_msec)) {
+        async::ticket_queue_set_limits(zone->q, zone->sh->limit.limit,
+                                       zone->q->length, &wake);
+    }
+    async::ticket_queue_release(zone->q,
+                                static_cast<uint32_t>(ngx_process_slot),
+                                ngx_current_msec, &wake);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
 }
 
 static void ngx_http_async_queue_unpark(ngx_http_async_queue_entry_t *entry)
@@ -209,6 +245,33 @@ ngx_http_async_queue_new_entry(ngx_http_request_t *r,
     return entry;
 }
 
+// The request's class: priority= evaluated, 0 when absent or invalid (an
+// invalid value is logged once per zone, not per request).
+static uint32_t ngx_http_async_queue_priority(ngx_http_request_t *r,
+                                              ngx_http_async_loc_conf_t *alcf,
+                                              ngx_http_async_queue_zone_t *zone)
+{
+    if (alcf->queue_priority == nullptr) {
+        return 0;
+    }
+    ngx_str_t value;
+    if (ngx_http_complex_value(r, alcf->queue_priority, &value) != NGX_OK) {
+        return 0;
+    }
+    ngx_int_t n = ngx_atoi(value.data, value.len);
+    if (n >= 0 && n < static_cast<ngx_int_t>(async::queue_classes)) {
+        return static_cast<uint32_t>(n);
+    }
+    if (__atomic_exchange_n(&zone->sh->priority_warned, 1, __ATOMIC_RELAXED)
+        == 0) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "async_queue \"%V\": invalid priority \"%V\" counted "
+                      "as 0 (further invalid values are not logged)",
+                      &zone->name, &value);
+    }
+    return 0;
+}
+
 static ngx_int_t ngx_http_async_queue_handler(ngx_http_request_t *r)
 {
     auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(
@@ -233,23 +296,30 @@ static ngx_int_t ngx_http_async_queue_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    entry->priority = ngx_http_async_queue_priority(r, alcf, zone);
+
     ngx_int_t retry_after = -1;
+    async::wake_set wake{};
     ngx_shmtx_lock(&zone->shpool->mutex);
     async::admission a = async::ticket_queue_enter(
-        zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_current_msec,
-        &entry->node);
+        zone->q, static_cast<uint32_t>(ngx_process_slot), entry->priority,
+        ngx_current_msec, &entry->node, &wake);
     if (a == async::admission::passed) {
         async::admission_rate_note(zone->sh->rate, ngx_current_msec);
         async::histogram_record(zone->sh->wait, 0);
+        async::histogram_record(zone->sh->class_wait[entry->priority], 0);
     } else if (a != async::admission::parked) {
         retry_after = ngx_http_async_queue_retry_after(alcf, zone);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
+    // the owner of a waiter this arrival evicted answers it
+    ngx_http_async_wake_owners(zone->shpool, zone->q, wake);
 
     switch (a) {
         case async::admission::passed:
             entry->outcome = queue_outcome::passed;
             entry->holds_slot = true;
+            entry->admitted_us = ngx_http_async_queue_now_us();
             return NGX_DECLINED;
 
         case async::admission::parked:
@@ -290,17 +360,18 @@ static void ngx_http_async_queue_timeout(ngx_event_t *ev)
         ngx_http_get_module_loc_conf(r, ngx_http_async_module));
 
     ngx_shmtx_lock(&zone->shpool->mutex);
-    bool granted =
-        zone->q->nodes()[entry->node].state == async::node_state::granted;
-    if (!granted) {
+    // granted, evicted or dropped: the wake-up that tells so is on its way
+    bool decided =
+        zone->q->nodes()[entry->node].state != async::node_state::waiting;
+    if (!decided) {
         async::ticket_queue_leave(zone->q, entry->node,
                                   async::leave_reason::timed_out, &wake);
         retry_after = ngx_http_async_queue_retry_after(alcf, zone);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (granted) {
-        // a slot arrived just in time: take it instead of timing out
+    if (decided) {
+        // decided just in time: take that instead of timing out
         ngx_http_async_queue_resume_granted(
             const_cast<ngx_cycle_t *>(ngx_cycle));
         return;
@@ -328,6 +399,7 @@ static void ngx_http_async_queue_resume(ngx_http_async_queue_entry_t *entry)
     ngx_http_async_queue_unpark(entry);
     entry->outcome = queue_outcome::queued;
     entry->holds_slot = true;
+    entry->admitted_us = ngx_http_async_queue_now_us();
 
     if (r == r->main) {
         r->read_event_handler = ngx_http_block_reading;
@@ -337,6 +409,66 @@ static void ngx_http_async_queue_resume(ngx_http_async_queue_entry_t *entry)
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
     }
     ngx_http_run_posted_requests(c);
+}
+
+// A parked request evicted or dropped: answered at once, like a timeout.
+static void ngx_http_async_queue_answer(ngx_http_async_queue_entry_t *entry,
+                                        queue_outcome outcome)
+{
+    ngx_http_request_t *r = entry->r;
+    ngx_connection_t *c = r->connection;
+    ngx_http_async_queue_zone_t *zone = entry->zone;
+    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_async_module));
+
+    ngx_http_async_queue_unpark(entry);
+    entry->outcome = outcome;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_int_t retry_after = ngx_http_async_queue_retry_after(alcf, zone);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  outcome == queue_outcome::evicted
+                      ? "async_queue \"%V\": request evicted by one of a "
+                        "higher priority after %M ms in queue"
+                      : "async_queue \"%V\": request dropped by CoDel after "
+                        "%M ms in queue",
+                  &zone->name, entry->waited);
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_finalize_request(
+        r, ngx_http_async_queue_refuse(r, alcf, retry_after));
+    ngx_http_run_posted_requests(c);
+}
+
+// Answers this worker's requests that were evicted or dropped.
+static void ngx_http_async_queue_answer_zone(ngx_cycle_t *cycle,
+                                             ngx_http_async_queue_zone_t *zone)
+{
+    for (;;) {
+        uint64_t waited = 0;
+        async::node_state state = async::node_state::free;
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        uint32_t node = async::ticket_queue_take_answered(
+            zone->q, static_cast<uint32_t>(ngx_process_slot), ngx_current_msec,
+            &waited, &state);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        if (node == async::no_node) {
+            return;
+        }
+        ngx_http_async_queue_entry_t *entry = zone->parked[node];
+        if (entry == nullptr) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                          "async_queue \"%V\": answered node %uD has no "
+                          "request",
+                          &zone->name, node);
+            continue;
+        }
+        entry->waited = static_cast<ngx_msec_t>(waited);
+        ngx_http_async_queue_answer(entry, state == async::node_state::evicted
+                                               ? queue_outcome::evicted
+                                               : queue_outcome::dropped);
+    }
 }
 
 void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle)
@@ -363,6 +495,9 @@ void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle)
                 ngx_current_msec, &waited);
             if (node != async::no_node) {
                 async::histogram_record(zone->sh->wait, waited);
+                async::histogram_record(
+                    zone->sh->class_wait[zone->q->nodes()[node].priority],
+                    waited);
                 async::admission_rate_note(zone->sh->rate, ngx_current_msec);
             }
             ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -382,10 +517,50 @@ void ngx_http_async_queue_resume_granted(ngx_cycle_t *cycle)
             entry->waited = static_cast<ngx_msec_t>(waited);
             ngx_http_async_queue_resume(entry);
         }
+        ngx_http_async_queue_answer_zone(cycle, zone);
     }
 }
 
 // --- directives ---------------------------------------------------------
+
+// priority=VALUE: 0..7, or a complex value checked per request.
+static char *ngx_http_async_queue_priority_param(
+    ngx_conf_t *cf, ngx_http_async_loc_conf_t *alcf, ngx_str_t *arg)
+{
+    static constexpr std::string_view key = "priority=";
+    std::string_view a = async::view(*arg);
+    if (a.substr(0, key.size()) != key || a.size() == key.size()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"async_queue\"", arg);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_str_t value = {arg->len - key.size(), arg->data + key.size()};
+
+    auto *cv = async::pool_calloc<ngx_http_complex_value_t>(cf->pool);
+    if (cv == nullptr) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_http_compile_complex_value_t ccv;
+    ngx_memzero(&ccv, sizeof(ccv));
+    ccv.cf = cf;
+    ccv.value = &value;
+    ccv.complex_value = cv;
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (cv->lengths == nullptr) {
+        ngx_int_t n = ngx_atoi(value.data, value.len);
+        if (n < 0 || n >= static_cast<ngx_int_t>(async::queue_classes)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid priority \"%V\" in \"async_queue\": "
+                               "must be between 0 and 7 or a variable",
+                               &value);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    alcf->queue_priority = cv;
+    return NGX_CONF_OK;
+}
 
 char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                      void *conf)
@@ -397,8 +572,16 @@ char *ngx_http_async_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return const_cast<char *>("is duplicate");
     }
     if (async::view(value[1]) == "off") {
+        if (cf->args->nelts > 2) {
+            return const_cast<char *>("takes no priority= with \"off\"");
+        }
         alcf->queue = nullptr;
         return NGX_CONF_OK;
+    }
+    if (cf->args->nelts > 2
+        && ngx_http_async_queue_priority_param(cf, alcf, &value[2])
+               != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
     }
     ngx_shm_zone_t *shm_zone = nullptr;
     if (ngx_http_async_queue_zone_ref(cf, &value[1], cmd->name, &shm_zone)
@@ -453,6 +636,7 @@ static ngx_int_t ngx_http_async_queue_status_variable(
     static const ngx_str_t names[] = {
         ngx_string("PASSED"),   ngx_string("QUEUED"),  ngx_string("QUEUED"),
         ngx_string("REJECTED"), ngx_string("TIMEOUT"), ngx_string("CANCELLED"),
+        ngx_string("EVICTED"),  ngx_string("DROPPED"),
     };
     const ngx_str_t &name = names[static_cast<ngx_uint_t>(entry->outcome)];
     v->data = name.data;
@@ -490,11 +674,49 @@ ngx_http_async_queue_time_variable(ngx_http_request_t *r,
     return NGX_OK;
 }
 
+// The zone's concurrency limit now (with active=auto, the learned one).
+static ngx_int_t ngx_http_async_queue_limit_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data)
+{
+    (void) data;
+    ngx_http_async_queue_zone_t *zone = nullptr;
+    ngx_http_async_queue_entry_t *entry = ngx_http_async_queue_find(r, nullptr);
+    if (entry != nullptr) {
+        zone = entry->zone;
+    } else {
+        auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(
+            ngx_http_get_module_loc_conf(r, ngx_http_async_module));
+        if (alcf->queue != nullptr) {
+            zone =
+                static_cast<ngx_http_async_queue_zone_t *>(alcf->queue->data);
+        }
+    }
+    if (zone == nullptr || zone->q == nullptr) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+    auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_INT32_LEN));
+    if (p == nullptr) {
+        return NGX_ERROR;
+    }
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    uint32_t limit = zone->q->max_active;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+    v->len = ngx_sprintf(p, "%uD", limit) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    return NGX_OK;
+}
+
 static ngx_http_variable_t ngx_http_async_queue_variables[] = {
     {ngx_string("async_queue_status"), nullptr,
      ngx_http_async_queue_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0},
     {ngx_string("async_queue_time"), nullptr,
      ngx_http_async_queue_time_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("async_queue_limit"), nullptr,
+     ngx_http_async_queue_limit_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0},
     ngx_http_null_variable};
 
 ngx_int_t ngx_http_async_queue_add_variables(ngx_conf_t *cf)

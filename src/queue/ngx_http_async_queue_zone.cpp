@@ -70,6 +70,12 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     (void) cmd;
     (void) conf;
 
+    // takes its own parameters out of cf->args first
+    ngx_http_async_queue_tuning_t tuning;
+    if (ngx_http_async_queue_tuning_params(cf, &tuning) != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
     ngx_http_async_queue_zone_conf_t p;
     ngx_memzero(&p, sizeof(p));
     p.active = NGX_CONF_UNSET_UINT;
@@ -125,6 +131,7 @@ char *ngx_http_async_queue_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     zone->max_active = active;
     zone->length = length;
     zone->timeout = p.timeout;
+    zone->tuning = tuning;
     return NGX_CONF_OK;
 }
 
@@ -155,6 +162,14 @@ static void ngx_http_async_queue_reconfigure(ngx_http_async_zone_t *base)
     auto *zone = static_cast<ngx_http_async_queue_zone_t *>(base);
     zone->sh->timeout = zone->timeout;
     zone->sh->configured_length = static_cast<uint32_t>(zone->length);
+}
+
+// Reload, under the lock: the learned limit and CoDel go on.
+static void ngx_http_async_queue_reload(ngx_http_async_zone_t *base)
+{
+    auto *zone = static_cast<ngx_http_async_queue_zone_t *>(base);
+    ngx_http_async_queue_reconfigure(zone);
+    ngx_http_async_queue_tune(zone, false);
 }
 
 static void *ngx_http_async_queue_create(ngx_http_async_zone_t *base,
@@ -189,12 +204,17 @@ static void *ngx_http_async_queue_create(ngx_http_async_zone_t *base,
     async::ticket_queue_init(zone->q, capacity,
                              static_cast<uint32_t>(zone->max_active),
                              static_cast<uint32_t>(zone->length));
+    ngx_http_async_queue_tune(zone, true);
+    async::wake_set none{}; // nobody waits yet
+    async::ticket_queue_set_limits(zone->q,
+                                   static_cast<uint32_t>(zone->max_active),
+                                   static_cast<uint32_t>(zone->length), &none);
     return mem;
 }
 
 static const ngx_http_async_zone_ops_t ngx_http_async_queue_zone_ops = {
     "async_queue_zone", ngx_http_async_queue_attach,
-    ngx_http_async_queue_reconfigure, ngx_http_async_queue_create};
+    ngx_http_async_queue_reload, ngx_http_async_queue_create};
 
 static ngx_int_t ngx_http_async_queue_init_zone(ngx_shm_zone_t *shm_zone,
                                                 void *data)
@@ -261,5 +281,150 @@ void ngx_http_async_queue_reap(ngx_cycle_t *cycle)
         }
         uint32_t reclaimed = ngx_http_async_zone_reclaim(zone, false, [] {});
         ngx_http_async_queue_log_reclaimed(cycle, zone, reclaimed);
+    }
+}
+
+// --- active=auto, discipline= ---------------------------------------------
+
+static char *ngx_http_async_queue_tuning_bad(ngx_conf_t *cf, ngx_str_t *value)
+{
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"async_queue_zone\"",
+                       value);
+    return static_cast<char *>(NGX_CONF_ERROR);
+}
+
+// The value of KEY=VALUE, or nullptr when arg is not of that key.
+static bool ngx_http_async_queue_tuning_key(ngx_str_t *arg,
+                                            std::string_view key,
+                                            ngx_str_t *value)
+{
+    std::string_view a = async::view(*arg);
+    if (a.size() <= key.size() || a.substr(0, key.size()) != key
+        || a[key.size()] != '=') {
+        return false;
+    }
+    value->data = arg->data + key.size() + 1;
+    value->len = arg->len - key.size() - 1;
+    return true;
+}
+
+char *ngx_http_async_queue_tuning_params(ngx_conf_t *cf,
+                                         ngx_http_async_queue_tuning_t *t)
+{
+    auto *args = static_cast<ngx_str_t *>(cf->args->elts);
+    t->adaptive = 0;
+    t->min = 1;
+    t->max = 1000;
+    t->codel = 0;
+    t->codel_target = 5;
+    t->codel_interval = 100;
+    bool have_bounds = false, have_codel_times = false;
+    bool have_per_cpu = false, have_active = false;
+
+    ngx_uint_t kept = 1;
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
+        ngx_str_t *arg = &args[i];
+        ngx_str_t v;
+        if (async::view(*arg) == "active=auto") {
+            t->adaptive = 1;
+        } else if (ngx_http_async_queue_tuning_key(arg, "min", &v)
+                   || ngx_http_async_queue_tuning_key(arg, "max", &v)) {
+            ngx_int_t n = ngx_atoi(v.data, v.len);
+            if (n == NGX_ERROR || n == 0 || n > UINT32_MAX / 2) {
+                return ngx_http_async_queue_tuning_bad(cf, arg);
+            }
+            (arg->data[1] == 'i' ? t->min : t->max) =
+                static_cast<ngx_uint_t>(n);
+            have_bounds = true;
+        } else if (ngx_http_async_queue_tuning_key(arg, "discipline", &v)) {
+            std::string_view d = async::view(v);
+            if (d != "fifo" && d != "codel") {
+                return ngx_http_async_queue_tuning_bad(cf, arg);
+            }
+            t->codel = d == "codel";
+        } else if (ngx_http_async_queue_tuning_key(arg, "codel_target", &v)
+                   || ngx_http_async_queue_tuning_key(arg, "codel_interval",
+                                                      &v)) {
+            ngx_int_t ms = ngx_parse_time(&v, 0);
+            if (ms == NGX_ERROR || ms == 0 || ms > NGX_MAX_INT32_VALUE) {
+                return ngx_http_async_queue_tuning_bad(cf, arg);
+            }
+            (arg->data[6] == 't' ? t->codel_target : t->codel_interval) =
+                static_cast<ngx_msec_t>(ms);
+            have_codel_times = true;
+        } else {
+            std::string_view a = async::view(*arg);
+            have_per_cpu = have_per_cpu || a.substr(0, 8) == "per_cpu=";
+            have_active = have_active || a.substr(0, 7) == "active=";
+            args[kept++] = *arg;
+        }
+    }
+    cf->args->nelts = kept;
+
+    if (have_bounds && !t->adaptive) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_queue_zone\": min= and max= need "
+                           "active=auto");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (t->adaptive && (have_per_cpu || have_active)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_queue_zone\": active=auto excludes %s",
+                           have_per_cpu ? "per_cpu=N" : "active=N");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (t->min > t->max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_queue_zone\": min=%ui is above max=%ui",
+                           t->min, t->max);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (have_codel_times && !t->codel) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_queue_zone\": codel_target= and "
+                           "codel_interval= need discipline=codel");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
+    if (t->adaptive) {
+        // the fixed-limit parsing that follows sees active=MAX
+        auto *arg = static_cast<ngx_str_t *>(ngx_array_push(cf->args));
+        auto *p = static_cast<u_char *>(
+            ngx_pnalloc(cf->pool, sizeof("active=") + NGX_INT_T_LEN));
+        if (arg == nullptr || p == nullptr) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        arg->data = p;
+        arg->len = ngx_sprintf(p, "active=%ui", t->max) - p;
+    }
+    return NGX_CONF_OK;
+}
+
+void ngx_http_async_queue_tune(ngx_http_async_queue_zone_t *zone, bool fresh)
+{
+    ngx_http_async_queue_shared_t *sh = zone->sh;
+    const ngx_http_async_queue_tuning_t &t = zone->tuning;
+
+    if (t.adaptive) {
+        auto min = static_cast<uint32_t>(t.min);
+        auto max = static_cast<uint32_t>(t.max);
+        if (fresh || !sh->adaptive) {
+            async::adaptive_limit_init(&sh->limit, min, max);
+        } else {
+            // reload: the learned limit goes on within the new bounds
+            async::adaptive_limit_set_bounds(&sh->limit, min, max);
+        }
+        sh->adaptive = 1;
+        zone->max_active = sh->limit.limit;
+    } else {
+        sh->adaptive = 0;
+    }
+
+    uint64_t target = t.codel ? t.codel_target : 0;
+    uint64_t interval = t.codel ? t.codel_interval : 0;
+    if (zone->q->codel.target_ms != target
+        || zone->q->codel.interval_ms != interval) {
+        async::ticket_queue_set_codel(zone->q, target, interval);
     }
 }

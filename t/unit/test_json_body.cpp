@@ -184,6 +184,36 @@ static void test_large_body_round_trips(void **)
     assert_true(classify({big, n}, "application/json") == body_kind::text);
 }
 
+// simdjson never shrinks its buffers: a large document would pin about
+// 12 times its size for the worker's life.
+static void test_parser_releases_capacity_after_large_document(void **)
+{
+    assert_true(is_valid_json("[1]", 3, 3));
+    size_t small = async::json_parser_capacity();
+    assert_true(small > 0); // kept for the next small document
+    assert_true(small <= async::json_parser_max_kept_capacity());
+
+    size_t n = async::json_parser_max_kept_capacity() * 2 + 1; // [0,0,...0]
+    char *big = static_cast<char *>(std::malloc(n + padding_needed()));
+    big[0] = '[';
+    for (size_t i = 1; i + 1 < n; i += 2) {
+        big[i] = '0';
+        big[i + 1] = ',';
+    }
+    big[n - 2] = '0';
+    big[n - 1] = ']';
+    std::memset(big + n, 0, padding_needed());
+    assert_true(is_valid_json(big, n, n + padding_needed()));
+    assert_true(async::json_parser_capacity() == 0);
+    big[n - 1] = ','; // invalid documents are released as well
+    assert_false(is_valid_json(big, n, n + padding_needed()));
+    assert_true(async::json_parser_capacity() == 0);
+    std::free(big);
+
+    assert_true(is_valid_json("{}", 2, 2));
+    assert_true(async::json_parser_capacity() <= small);
+}
+
 int main()
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +230,7 @@ int main()
         cmocka_unit_test(test_padded_input_validated_in_place),
         cmocka_unit_test(test_unpadded_input_is_copied),
         cmocka_unit_test(test_large_body_round_trips),
+        cmocka_unit_test(test_parser_releases_capacity_after_large_document),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

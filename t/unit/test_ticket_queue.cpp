@@ -298,6 +298,262 @@ void test_wake_set_overflow_is_flagged(void **)
     std::free(q);
 }
 
+uint32_t park_class(ticket_queue *q, uint32_t owner, uint32_t priority,
+                    uint64_t now, wake_set *wake)
+{
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, owner, priority, now, &n, wake)
+                == admission::parked);
+    return n;
+}
+
+uint32_t take(ticket_queue *q, uint32_t owner, uint64_t now)
+{
+    uint64_t waited = 0;
+    return ticket_queue_take_granted(q, owner, now, &waited);
+}
+
+void test_higher_class_is_admitted_first_fifo_within_class(void **)
+{
+    ticket_queue *q = make_queue(16, 1, 16);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    uint32_t low1 = park_class(q, 1, 0, 1, &wake);
+    uint32_t high1 = park_class(q, 1, 7, 2, &wake);
+    uint32_t mid = park_class(q, 1, 3, 3, &wake);
+    uint32_t high2 = park_class(q, 1, 7, 4, &wake);
+    uint32_t low2 = park_class(q, 1, 0, 5, &wake);
+    assert_int_equal(q->class_waiting[7], 2);
+    assert_int_equal(q->class_waiting[0], 2);
+
+    uint32_t expected[] = {high1, high2, mid, low1, low2};
+    uint32_t owner = 0;
+    for (uint32_t want : expected) {
+        ticket_queue_release(q, owner, &wake);
+        owner = 1;
+        assert_int_equal(take(q, 1, 10), want);
+    }
+    assert_int_equal(q->waiting, 0);
+    assert_int_equal(q->class_counters[7].queued, 2);
+    assert_int_equal(q->class_counters[0].queued, 2);
+    assert_int_equal(q->class_counters[0].passed, 1);
+    std::free(q);
+}
+
+void test_full_queue_evicts_newest_of_lowest_class_below_arrival(void **)
+{
+    ticket_queue *q = make_queue(16, 1, 3);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    park_class(q, 1, 2, 1, &wake);
+    uint32_t old0 = park_class(q, 2, 0, 2, &wake);
+    uint32_t new0 = park_class(q, 3, 0, 3, &wake);
+
+    wake = no_wake();
+    uint32_t high = park_class(q, 1, 5, 4, &wake);
+    assert_int_equal(wake.count, 1);
+    assert_int_equal(wake.owners[0], 3);
+    assert_int_equal(q->waiting, 3);
+    assert_int_equal(q->counters.evicted, 1);
+    assert_int_equal(q->class_counters[0].evicted, 1);
+    assert_int_equal(q->owners[3].waiting, 0);
+
+    uint64_t waited = 0;
+    node_state state = node_state::free;
+    assert_int_equal(ticket_queue_take_answered(q, 3, 13, &waited, &state),
+                     new0);
+    assert_true(state == node_state::evicted);
+    assert_int_equal(waited, 10);
+    assert_int_equal(ticket_queue_take_answered(q, 3, 13, &waited, &state),
+                     no_node);
+    (void) old0;
+    (void) high;
+    std::free(q);
+}
+
+void test_full_queue_rejects_arrival_without_lower_class(void **)
+{
+    ticket_queue *q = make_queue(16, 1, 2);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    park_class(q, 1, 4, 1, &wake);
+    park_class(q, 1, 6, 2, &wake);
+    // same class as the lowest waiter: no eviction
+    assert_true(ticket_queue_enter(q, 2, 4, 3, &n, &wake)
+                == admission::rejected);
+    assert_true(ticket_queue_enter(q, 2, 0, 3, &n, &wake)
+                == admission::rejected);
+    assert_int_equal(q->counters.evicted, 0);
+    assert_int_equal(q->class_counters[4].rejected, 1);
+    assert_int_equal(q->class_counters[0].rejected, 1);
+    std::free(q);
+}
+
+void test_out_of_range_class_counts_as_highest(void **)
+{
+    ticket_queue *q = make_queue(8, 1, 8);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    n = park_class(q, 1, 99, 1, &wake);
+    assert_int_equal(q->nodes()[n].priority, queue_classes - 1);
+    std::free(q);
+}
+
+void test_answered_node_left_by_its_client_is_freed_once(void **)
+{
+    ticket_queue *q = make_queue(8, 1, 1);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    uint32_t low = park_class(q, 1, 0, 1, &wake);
+    park_class(q, 2, 1, 2, &wake);
+    assert_true(q->nodes()[low].state == node_state::evicted);
+    ticket_queue_leave(q, low, leave_reason::cancelled, &wake);
+    assert_true(q->nodes()[low].state == node_state::free);
+    assert_int_equal(q->counters.cancelled, 0);
+    assert_int_equal(q->owners[1].answered.head, no_node);
+    std::free(q);
+}
+
+void test_reclaim_frees_answered_nodes_of_dead_owner(void **)
+{
+    ticket_queue *q = make_queue(8, 1, 1);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    ticket_queue_claim(q, 1, 100, &wake);
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    uint32_t low = park_class(q, 1, 0, 1, &wake);
+    park_class(q, 2, 1, 2, &wake);
+    ticket_queue_claim(q, 1, 101, &wake);
+    assert_true(q->nodes()[low].state == node_state::free);
+    assert_int_equal(q->counters.cancelled, 0);
+    std::free(q);
+}
+
+// CoDel: below target, or above it for less than an interval, nothing is
+// dropped; above it for an interval, every waiter past the target is.
+void test_codel_without_standing_queue_behaves_as_fifo(void **)
+{
+    ticket_queue *q = make_queue(16, 1, 16);
+    ticket_queue_set_codel(q, 5, 100);
+    wake_set wake = no_wake();
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, 0, &n, &wake) == admission::passed);
+    // each waiter waits 50 ms (above target) but only for 90 ms in a row
+    uint64_t now = 0;
+    for (int i = 0; i < 3; i++) {
+        park_class(q, 1, 0, now, &wake);
+        now += 50;
+        wake = no_wake();
+        ticket_queue_release(q, i == 0 ? 0 : 1, now, &wake);
+        assert_int_not_equal(take(q, 1, now), no_node);
+        if (i == 1) {
+            // the queue ran empty: the interval starts again
+            assert_int_equal(q->codel.first_above_time, 0);
+        }
+    }
+    assert_int_equal(q->counters.dropped, 0);
+    assert_int_equal(q->codel.dropping, 0);
+    std::free(q);
+}
+
+// Four arrivals per 10 ms step, the last right before one release: a
+// standing queue that never runs empty.
+void overload_step(ticket_queue *q, uint64_t *now, uint32_t holder)
+{
+    wake_set wake = no_wake();
+    for (uint64_t at = 7; at <= 10; at++) {
+        park_class(q, 1, 0, *now + at, &wake);
+    }
+    *now += 10;
+    ticket_queue_release(q, holder, *now, &wake);
+    if (take(q, 1, *now) == no_node) {
+        fail_msg("nothing granted at %lu", static_cast<unsigned long>(*now));
+    }
+    uint64_t waited = 0;
+    node_state state;
+    while (ticket_queue_take_answered(q, 1, *now, &waited, &state) != no_node) {
+        assert_true(state == node_state::dropped);
+        assert_true(waited > q->codel.target_ms);
+    }
+}
+
+void test_codel_drops_waiters_past_target_after_an_interval(void **)
+{
+    ticket_queue *q = make_queue(256, 1, 256);
+    ticket_queue_set_codel(q, 5, 100);
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, &n) == admission::passed);
+    uint64_t now = 0;
+    for (int i = 0; i < 20; i++) {
+        overload_step(q, &now, i == 0 ? 0 : 1);
+        if (now <= 100) {
+            assert_int_equal(q->counters.dropped, 0);
+        }
+    }
+    assert_true(q->counters.dropped > 0);
+    assert_int_equal(q->class_counters[0].dropped, q->counters.dropped);
+    assert_int_equal(q->codel.dropping, 1);
+    assert_true(q->codel.count >= 1);
+    // nobody left waiting is past the target
+    uint32_t head = q->waiters[0].head;
+    assert_int_not_equal(head, no_node);
+    assert_true(now - q->nodes()[head].enqueued_ms <= 5);
+    std::free(q);
+}
+
+void test_codel_leaves_dropping_state_below_target(void **)
+{
+    ticket_queue *q = make_queue(256, 1, 256);
+    ticket_queue_set_codel(q, 5, 100);
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, &n) == admission::passed);
+    uint64_t now = 0;
+    for (int i = 0; i < 30; i++) {
+        overload_step(q, &now, i == 0 ? 0 : 1);
+    }
+    assert_int_equal(q->codel.dropping, 1);
+    uint64_t dropped = q->counters.dropped;
+    // the overload ends: waiters are served within the target
+    wake_set wake = no_wake();
+    while (q->waiting > 0) {
+        now += 1;
+        ticket_queue_release(q, 1, now, &wake);
+        take(q, 1, now);
+        if (q->codel.dropping == 0) {
+            break;
+        }
+    }
+    assert_int_equal(q->codel.dropping, 0);
+    assert_int_equal(q->counters.dropped, dropped);
+    std::free(q);
+}
+
+void test_codel_survives_a_long_quiet_spell_while_dropping(void **)
+{
+    ticket_queue *q = make_queue(256, 1, 256);
+    ticket_queue_set_codel(q, 5, 100);
+    uint32_t n = no_node;
+    assert_true(ticket_queue_enter(q, 0, 0, &n) == admission::passed);
+    uint64_t now = 0;
+    for (int i = 0; i < 20; i++) {
+        overload_step(q, &now, i == 0 ? 0 : 1);
+    }
+    assert_int_equal(q->codel.dropping, 1);
+    uint32_t count = q->codel.count;
+    // hours later (a fuzzer found the RFC's catch-up loop spinning here)
+    now += 10ULL * 3600 * 1000;
+    wake_set wake = no_wake();
+    ticket_queue_release(q, 1, now, &wake);
+    assert_int_equal(q->codel.count, count + 1);
+    assert_true(q->codel.drop_next > now);
+    std::free(q);
+}
+
 } // namespace
 
 int main()
@@ -319,6 +575,18 @@ int main()
         cmocka_unit_test(test_raising_max_active_admits_waiters),
         cmocka_unit_test(test_capacity_for_inverts_bytes),
         cmocka_unit_test(test_wake_set_overflow_is_flagged),
+        cmocka_unit_test(test_higher_class_is_admitted_first_fifo_within_class),
+        cmocka_unit_test(
+            test_full_queue_evicts_newest_of_lowest_class_below_arrival),
+        cmocka_unit_test(test_full_queue_rejects_arrival_without_lower_class),
+        cmocka_unit_test(test_out_of_range_class_counts_as_highest),
+        cmocka_unit_test(test_answered_node_left_by_its_client_is_freed_once),
+        cmocka_unit_test(test_reclaim_frees_answered_nodes_of_dead_owner),
+        cmocka_unit_test(test_codel_without_standing_queue_behaves_as_fifo),
+        cmocka_unit_test(
+            test_codel_drops_waiters_past_target_after_an_interval),
+        cmocka_unit_test(test_codel_leaves_dropping_state_below_target),
+        cmocka_unit_test(test_codel_survives_a_long_quiet_spell_while_dropping),
     };
     return cmocka_run_group_tests_name("ticket_queue", tests, nullptr, nullptr);
 }
