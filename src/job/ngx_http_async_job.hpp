@@ -38,7 +38,7 @@ struct ngx_http_async_job_shared_t {
     uint64_t ttl_ms;          // of the newest configuration
     uint64_t max_result;      // idem
     uint64_t table_offset;    // of the job table from the slab pool's start
-    uint64_t progress_offset; // of the progress slots (core/job_extras.hpp)
+    uint64_t progress_offset; // of the progress slots; 0: none yet
     uint64_t keys_offset;     // of the idempotency keys; 0: none yet
 };
 
@@ -62,7 +62,6 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     // set up by the zone's init in every cycle
     ngx_http_async_job_shared_t *sh;
     async::job_table *table;
-    async::job_progress *progress; // of running jobs
 
     // this worker's jobs and waiters
     ngx_queue_t runs;                    // ngx_http_async_job_run_t
@@ -248,6 +247,11 @@ bool ngx_http_async_job_idem_replay(ngx_http_request_t *r,
 ngx_int_t ngx_http_async_job_progress_put(ngx_http_request_t *r,
                                           ngx_http_async_job_zone_t *zone,
                                           std::string_view id);
+// The zone's progress slots (core/job_extras.hpp), made on its first
+// report (create), or nullptr; the lock is held.
+async::job_progress *
+ngx_http_async_job_progress_locked(ngx_http_async_job_zone_t *zone,
+                                   bool create);
 // Adds "progress" to a status answer being written (the view's, if any).
 void ngx_http_async_job_progress_json(async::json_writer &w,
                                       const ngx_http_async_job_view_t *v);

@@ -14,6 +14,37 @@ static void ngx_http_async_job_progress_body(ngx_http_request_t *r);
 
 static const ngx_str_t id_header = ngx_string("X-Async-Job-Id");
 
+// Slots: one per job that may run at once, and a margin for the runs of
+// old workers during a reload.
+static constexpr uint32_t extra_slots = 16;
+
+async::job_progress *
+ngx_http_async_job_progress_locked(ngx_http_async_job_zone_t *zone, bool create)
+{
+    if (zone->sh->progress_offset != 0) {
+        return reinterpret_cast<async::job_progress *>(
+            reinterpret_cast<u_char *>(zone->shpool)
+            + zone->sh->progress_offset);
+    }
+    if (!create) {
+        return nullptr;
+    }
+    // made on the first report: zones whose backends never report pay
+    // nothing
+    uint32_t capacity = zone->table->capacity;
+    auto slots = static_cast<uint32_t>(zone->max_active + extra_slots);
+    auto *p = static_cast<async::job_progress *>(ngx_slab_alloc_locked(
+        zone->shpool, async::job_progress_bytes(capacity, slots)));
+    if (p == nullptr) {
+        return nullptr;
+    }
+    async::job_progress_init(p, capacity, slots);
+    zone->sh->progress_offset =
+        static_cast<uint64_t>(reinterpret_cast<u_char *>(p)
+                              - reinterpret_cast<u_char *>(zone->shpool));
+    return p;
+}
+
 static ngx_int_t ngx_http_async_job_progress_error(ngx_http_request_t *r,
                                                    ngx_uint_t status,
                                                    std::string_view text)
@@ -150,9 +181,13 @@ static void ngx_http_async_job_progress_body(ngx_http_request_t *r)
     ngx_shmtx_lock(&zone->shpool->mutex);
     uint32_t index = async::job_table_find(zone->table, id, now);
     if (index != async::no_job) {
-        res = async::job_progress_set(
-            zone->progress, zone->table, index, report.percent,
-            std::string_view(report.message, report.message_len));
+        async::job_progress *slots =
+            ngx_http_async_job_progress_locked(zone, true);
+        res = slots == nullptr
+                  ? async::progress_result::no_slot
+                  : async::job_progress_set(
+                      slots, zone->table, index, report.percent,
+                      std::string_view(report.message, report.message_len));
         ngx_http_async_job_view_fill_locked(zone, index, &v);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);

@@ -29,23 +29,13 @@ static uint32_t ngx_http_async_job_records_for(size_t size, ngx_uint_t active,
     return static_cast<uint32_t>(ngx_max(records, least));
 }
 
-// Progress slots: one per job that may run at once, and a margin for the
-// runs of old workers during a reload.
-static uint32_t ngx_http_async_job_progress_slots(ngx_uint_t active)
-{
-    return static_cast<uint32_t>(active + 16);
-}
-
 static size_t ngx_http_async_job_block_bytes(uint32_t records,
-                                             ngx_uint_t length,
-                                             ngx_uint_t active)
+                                             ngx_uint_t length)
 {
     size_t head = sizeof(ngx_http_async_job_shared_t);
     size_t queue = async::ticket_queue_bytes(static_cast<uint32_t>(length));
     queue = (queue + 7) / 8 * 8;
-    return head + queue + async::job_table_bytes(records)
-           + async::job_progress_bytes(
-               records, ngx_http_async_job_progress_slots(active));
+    return head + queue + async::job_table_bytes(records);
 }
 
 uint64_t ngx_http_async_job_now_ms()
@@ -133,7 +123,7 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     uint32_t records = ngx_http_async_job_records_for(size, active, length);
-    size_t need = ngx_http_async_job_block_bytes(records, length, active);
+    size_t need = ngx_http_async_job_block_bytes(records, length);
     // the slab allocator keeps a header and a page descriptor per page
     if (need + need / 8 + 8 * ngx_pagesize > size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -166,8 +156,6 @@ static void ngx_http_async_job_attach(ngx_http_async_zone_t *base, void *block)
     zone->q = reinterpret_cast<async::ticket_queue *>(zone->sh + 1);
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->shpool) + zone->sh->table_offset);
-    zone->progress = reinterpret_cast<async::job_progress *>(
-        reinterpret_cast<u_char *>(zone->shpool) + zone->sh->progress_offset);
 }
 
 static void ngx_http_async_job_reconfigure(ngx_http_async_zone_t *base)
@@ -183,8 +171,7 @@ static void *ngx_http_async_job_create(ngx_http_async_zone_t *base,
     auto *zone = static_cast<ngx_http_async_job_zone_t *>(base);
     uint32_t records = ngx_http_async_job_records_for(
         shm_zone->shm.size, zone->max_active, zone->length);
-    size_t bytes =
-        ngx_http_async_job_block_bytes(records, zone->length, zone->max_active);
+    size_t bytes = ngx_http_async_job_block_bytes(records, zone->length);
     void *mem = ngx_slab_alloc(zone->shpool, bytes);
     if (mem == nullptr) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
@@ -205,15 +192,6 @@ static void *ngx_http_async_job_create(ngx_http_async_zone_t *base,
     zone->table = reinterpret_cast<async::job_table *>(
         reinterpret_cast<u_char *>(zone->q) + queue);
     async::job_table_init(zone->table, records);
-    zone->progress = reinterpret_cast<async::job_progress *>(
-        reinterpret_cast<u_char *>(zone->table)
-        + async::job_table_bytes(records));
-    async::job_progress_init(
-        zone->progress, records,
-        ngx_http_async_job_progress_slots(zone->max_active));
-    zone->sh->progress_offset =
-        static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->progress)
-                              - reinterpret_cast<u_char *>(zone->shpool));
     zone->sh->table_offset =
         static_cast<uint64_t>(reinterpret_cast<u_char *>(zone->table)
                               - reinterpret_cast<u_char *>(zone->shpool));
@@ -271,8 +249,13 @@ void ngx_http_async_job_view_fill_locked(ngx_http_async_job_zone_t *zone,
     view->rec = zone->table->records()[index];
     view->index = index;
     async::encode_id(view->rec.id, view->id);
-    async::job_progress_get(zone->progress, zone->table, index,
-                            &view->progress);
+    const async::job_progress *p =
+        ngx_http_async_job_progress_locked(zone, false);
+    if (p != nullptr) {
+        async::job_progress_get(p, zone->table, index, &view->progress);
+    } else {
+        view->progress.has = false;
+    }
 }
 
 bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
