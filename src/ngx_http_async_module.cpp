@@ -102,7 +102,7 @@ static ngx_command_t ngx_http_async_commands[] = {
     {ngx_string("async_job_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
      ngx_http_async_job_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
 
-    {ngx_string("async_job"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE23,
+    {ngx_string("async_job"), NGX_HTTP_LOC_CONF | NGX_CONF_2MORE,
      ngx_http_async_job_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
 
     {ngx_string("async_job_status"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -247,6 +247,7 @@ static char *ngx_http_async_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               1024 * 1024);
     ngx_http_async_stats_note_use(cf, conf);
     ngx_conf_merge_msec_value(conf->job_max_wait, prev->job_max_wait, 60000);
+    ngx_http_async_job_status_merge_limit_except(cf, prev, conf);
     if (ngx_http_async_job_merge(cf, conf) != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }

@@ -1,7 +1,8 @@
 # The demo's job page in a real browser: examples/demo.conf as
 # `./build.sh run` fills it in, headless Chromium driven over WebDriver
 # (chromedriver). Submit a job, see the wait screen, then the result; a
-# failing backend and a page that gives up show clear messages.
+# failing backend and a page that gives up show clear messages; the wait
+# screen's bar follows the progress the report backend sends.
 # Screenshots are left in the server root's screenshots/ directory.
 use strict;
 use warnings;
@@ -67,7 +68,23 @@ subtest 'submit, wait screen, result' => sub {
     my $size = $wd->screenshot("$shots/wait.png");
     ok($size > 1000, "wait screen screenshot: $shots/wait.png ($size bytes)");
 
-    ok($wd->wait_for(20, sub { $wd->displayed('#result') }), 'the result shows');
+    # the report backend sends its progress; the bar follows it
+    my (%seen, %widths);
+    ok($wd->wait_for(20, sub {
+        my $text = $wd->text('#progress-text') // '';
+        $seen{$1} = $text if $text =~ /^(\d+)%.*[a-z]/;
+        my $w = $wd->script(
+            'return document.getElementById("progress").style.width');
+        $widths{$w} = 1 if ($w // '') =~ /^\d+%$/;
+        return $wd->displayed('#result');
+    }), 'the result shows');
+    my @percents = sort { $a <=> $b } keys %seen;
+    ok(@percents >= 2, 'two reported percents seen on the page: '
+        . join(', ', map { "$_%" } @percents));
+    ok((grep { $_ > 0 && $_ < 100 } @percents) == @percents,
+        'between 0 and 100');
+    ok(scalar(grep { $widths{"$_%"} } @percents) >= 2,
+        'the bar width followed them');
     my $took = time - $t0;
     ok($took >= 3.5 && $took < 15, "after the report's 4 s: ${took}s");
     like($wd->text('#result-body') // '', qr/"report": "quarterly"/,

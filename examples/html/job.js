@@ -1,5 +1,8 @@
 // The 202 + status URL pattern from a browser: submit, long-poll
-// GET <status>/<id>?wait=2 until the job is final, then fetch the result.
+// GET <status>/<id>?wait=1 until the job is final, then fetch the result.
+// The backend reports its progress (PUT <status>/<id>/progress); the status
+// answer carries it, and the bar shows it. A long-poll is not woken by a
+// report, so a short wait keeps the bar fresh.
 'use strict';
 
 const expectedSeconds = 4; // the demo report's duration, for the bar
@@ -30,9 +33,12 @@ function stop() {
 function tick() {
     const s = (performance.now() - job.started) / 1000;
     $('elapsed').textContent = s.toFixed(1);
-    // the bar approaches 95% over the expected time; the answer fills it
-    const pct = Math.min(95, (s / expectedSeconds) * 95);
-    $('progress').style.width = pct.toFixed(1) + '%';
+    // until the backend reports, the bar approaches 95% over the expected
+    // time; the answer fills it
+    if (!job.reported) {
+        const pct = Math.min(95, (s / expectedSeconds) * 95);
+        $('progress').style.width = pct.toFixed(1) + '%';
+    }
     if (performance.now() > job.deadline) {
         const j = job;
         fail('Timed out',
@@ -53,6 +59,7 @@ async function submit() {
     $('state').textContent = 'submitted';
     $('polls').textContent = '0 status polls';
     $('progress').style.width = '0';
+    $('progress-text').textContent = '';
     show('wait');
     job.timer = setInterval(tick, 100);
 
@@ -84,7 +91,7 @@ async function poll(j) {
     while (!j.stopped) {
         let res, doc;
         try {
-            res = await fetch(j.href + '?wait=2', {cache: 'no-store'});
+            res = await fetch(j.href + '?wait=1', {cache: 'no-store'});
             doc = await res.json();
         } catch (e) {
             return fail('Lost the server', String(e));
@@ -100,6 +107,9 @@ async function poll(j) {
                         'The job ' + j.id + ' is unknown or expired.');
         }
         $('state').textContent = doc.status;
+        if (doc.progress) {
+            showProgress(j, doc.progress);
+        }
         if (doc.status === 'queued' || doc.status === 'running') {
             continue; // not final yet: ask again
         }
@@ -119,6 +129,14 @@ async function poll(j) {
                     (doc.reason ? ' (' + doc.reason + ')' : '') +
                     '. Nothing was stored; submit it again later.');
     }
+}
+
+// What the backend reported: {percent, message}.
+function showProgress(j, p) {
+    j.reported = true;
+    $('progress').style.width = p.percent + '%';
+    $('progress-text').textContent =
+        p.percent + '%' + (p.message ? ' — ' + p.message : '');
 }
 
 async function showResult(j, doc) {

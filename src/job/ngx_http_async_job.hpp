@@ -14,7 +14,9 @@
 #include "common/ngx_http_async_wake.hpp"
 #include "common/ngx_http_async_zone.hpp"
 #include "core/base64url.hpp"
+#include "core/job_extras.hpp"
 #include "core/job_table.hpp"
+#include "core/json_writer.hpp"
 #include "core/retry_after.hpp"
 #include "core/ticket_queue.hpp"
 
@@ -33,9 +35,11 @@ inline ngx_str_t literal(const char (&s)[N])
 // job table follow it in the same allocation.
 struct ngx_http_async_job_shared_t {
     async::admission_rate rate;
-    uint64_t ttl_ms;       // of the newest configuration
-    uint64_t max_result;   // idem
-    uint64_t table_offset; // of the job table from the slab pool's start
+    uint64_t ttl_ms;          // of the newest configuration
+    uint64_t max_result;      // idem
+    uint64_t table_offset;    // of the job table from the slab pool's start
+    uint64_t progress_offset; // of the progress slots; 0: none yet
+    uint64_t keys_offset;     // of the idempotency keys; 0: none yet
 };
 
 struct ngx_http_async_job_run_t;
@@ -75,6 +79,7 @@ struct ngx_http_async_job_loc_t {
     ngx_http_async_job_zone_t *zone; // async_job
     ngx_http_complex_value_t uri;
     ngx_msec_t wait;                    // wait=; 0: answer 202 at once
+    bool idempotency;                   // idempotency=on
     ngx_http_async_job_zone_t *status;  // async_job_status
     ngx_http_complex_value_t *callback; // async_job_callback
     u_char *callback_file;
@@ -86,6 +91,7 @@ struct ngx_http_async_job_view_t {
     async::job_record rec;
     uint32_t index;
     char id[async::id_chars];
+    async::progress_view progress; // while it runs, if its backend reported
 };
 
 // What a request of the job concern keeps in the module's ctx slot: the
@@ -111,6 +117,10 @@ bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
 bool ngx_http_async_job_lookup_index(ngx_http_async_job_zone_t *zone,
                                      uint32_t index, uint32_t generation,
                                      ngx_http_async_job_view_t *view);
+// Copies the record at index into *view; the lock is held.
+void ngx_http_async_job_view_fill_locked(ngx_http_async_job_zone_t *zone,
+                                         uint32_t index,
+                                         ngx_http_async_job_view_t *view);
 // Frees a stored result; the lock is held.
 void ngx_http_async_job_free_result_locked(ngx_http_async_job_zone_t *zone,
                                            uint64_t offset);
@@ -188,6 +198,68 @@ ngx_int_t ngx_http_async_job_send_result(ngx_http_request_t *r,
                                          const ngx_http_async_job_view_t *v);
 ngx_int_t ngx_http_async_job_send_not_found(ngx_http_request_t *r);
 
+// --- idempotent submits (ngx_http_async_job_idempotency.cpp) -------------
+
+// The Idempotency-Key of one submit, hashed.
+struct ngx_http_async_job_idem_t {
+    bool on; // idempotency=on and the request carries a key
+    uint8_t key[async::key_digest_bytes];
+    uint8_t fingerprint[async::fingerprint_bytes];
+};
+
+// Reads and checks the key and hashes the request (its body too), and
+// makes the zone's key table on its first key; NGX_OK, or NGX_DONE when r
+// was answered (400, or 503 when the zone has no room) and finalized.
+ngx_int_t ngx_http_async_job_idem_prepare(ngx_http_request_t *r,
+                                          ngx_http_async_job_zone_t *zone,
+                                          ngx_http_async_job_loc_t *jlcf,
+                                          ngx_http_async_job_idem_t *idem);
+// The live job this key names, copied into *view, or false; *same: the
+// request is the one it was submitted with. The lock is held.
+bool ngx_http_async_job_idem_find_locked(ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_idem_t *idem,
+                                         ngx_http_async_job_view_t *view,
+                                         bool *same);
+// Binds the key to the job just inserted at index; the lock is held.
+void ngx_http_async_job_idem_bind_locked(ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_idem_t *idem,
+                                         uint32_t index);
+// Answers a repeated submit and finalizes r: the job's 202 (or, with a
+// wait, whatever a new submit would get), or 422 for another request.
+void ngx_http_async_job_idem_answer(ngx_http_request_t *r,
+                                    ngx_http_async_job_zone_t *zone,
+                                    ngx_http_async_job_view_t *view, bool same,
+                                    ngx_msec_t wait, bool preference_applied);
+// Before a run is made: answers a repeat at once; true when it did.
+bool ngx_http_async_job_idem_replay(ngx_http_request_t *r,
+                                    ngx_http_async_job_zone_t *zone,
+                                    const ngx_http_async_job_idem_t *idem,
+                                    ngx_msec_t wait, bool preference_applied);
+
+// --- progress (ngx_http_async_job_progress.cpp) --------------------------
+
+// PUT <status-prefix>/<id>/progress from the job's backend.
+ngx_int_t ngx_http_async_job_progress_put(ngx_http_request_t *r,
+                                          ngx_http_async_job_zone_t *zone,
+                                          std::string_view id);
+// The zone's progress slots (core/job_extras.hpp), made on its first
+// report (create), or nullptr; the lock is held.
+async::job_progress *
+ngx_http_async_job_progress_locked(ngx_http_async_job_zone_t *zone,
+                                   bool create);
+// Adds "progress" to a status answer being written (the view's, if any).
+void ngx_http_async_job_progress_json(async::json_writer &w,
+                                      const ngx_http_async_job_view_t *v);
+// The bytes the progress of v may take in a status answer.
+size_t
+ngx_http_async_job_progress_json_bytes(const ngx_http_async_job_view_t *v);
+// The X-Async-Job-Id the job's own request carries: added to the head of
+// the copied request (HTTP/1.1 text) once the job has its id.
+bool ngx_http_async_job_progress_add_id_header(
+    ngx_pool_t *pool, ngx_str_t *head, const uint8_t id[async::id_bytes]);
+// Whether a client's header is one the job's request sets itself.
+bool ngx_http_async_job_progress_own_header(const ngx_table_elt_t &h);
+
 // --- waiters (ngx_http_async_job_wait.cpp) -------------------------------
 
 enum class job_wait_kind : uint8_t { status, submit };
@@ -212,6 +284,10 @@ char *ngx_http_async_job_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_async_job_callback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                             void *conf);
 char *ngx_http_async_job_merge(ngx_conf_t *cf, ngx_http_async_loc_conf_t *conf);
+// limit_except inside an async_job_status location (_job_status.cpp).
+void ngx_http_async_job_status_merge_limit_except(
+    ngx_conf_t *cf, ngx_http_async_loc_conf_t *prev,
+    ngx_http_async_loc_conf_t *conf);
 ngx_int_t ngx_http_async_job_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle);

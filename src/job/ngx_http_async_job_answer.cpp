@@ -101,7 +101,8 @@ ngx_str_t ngx_http_async_job_status_json(ngx_pool_t *pool,
                                          const ngx_http_async_job_view_t *v)
 {
     ngx_str_t out{0, nullptr};
-    size_t cap = 512 + 2 * zone->status_prefix.len;
+    size_t cap = 512 + 2 * zone->status_prefix.len
+                 + ngx_http_async_job_progress_json_bytes(v);
     auto *p = static_cast<u_char *>(ngx_pnalloc(pool, cap));
     if (p == nullptr) {
         return out;
@@ -138,6 +139,7 @@ ngx_str_t ngx_http_async_job_status_json(ngx_pool_t *pool,
     } else {
         w.null();
     }
+    ngx_http_async_job_progress_json(w, v);
     w.end_object();
     if (!w.complete()) {
         return out;

@@ -34,6 +34,11 @@ void ngx_http_async_job_run_attach(ngx_http_async_job_run_t *run,
     run->index = index;
     run->generation = generation;
     ngx_memcpy(run->id, id, async::id_bytes);
+    // progress hook: the job's request names its job
+    if (!ngx_http_async_job_progress_add_id_header(run->pool, &run->head, id)) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "async_job: no memory for X-Async-Job-Id");
+    }
     ngx_queue_insert_tail(&run->zone->runs, &run->link);
     if (node != async::no_node) {
         run->node = node;

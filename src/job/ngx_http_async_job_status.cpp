@@ -15,7 +15,8 @@ static constexpr uint32_t wait_arg_max = 1000000000;
 // Splits the URI after the location's prefix into the id and whether the
 // result is asked for. Anything else is not a job.
 static bool ngx_http_async_job_parse_path(ngx_http_request_t *r,
-                                          std::string_view *id, bool *result)
+                                          std::string_view *id, bool *result,
+                                          bool *progress)
 {
     auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
         ngx_http_get_module_loc_conf(r, ngx_http_core_module));
@@ -32,12 +33,14 @@ static bool ngx_http_async_job_parse_path(ngx_http_request_t *r,
         rest.remove_prefix(1);
     }
     *result = false;
+    *progress = false;
     size_t slash = rest.find('/');
     if (slash != std::string_view::npos) {
-        if (rest.substr(slash) != "/result") {
+        *progress = rest.substr(slash) == "/progress";
+        if (rest.substr(slash) != "/result" && !*progress) {
             return false;
         }
-        *result = true;
+        *result = !*progress;
         rest = rest.substr(0, slash);
     }
     *id = rest;
@@ -105,6 +108,22 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
         ngx_http_get_module_loc_conf(r, ngx_http_async_module));
     ngx_http_async_job_zone_t *zone = alcf->job->status;
 
+    std::string_view id_text;
+    bool result = false, progress = false;
+    bool path_ok =
+        ngx_http_async_job_parse_path(r, &id_text, &result, &progress);
+    if (path_ok && progress) {
+        // the job's backend reports (ngx_http_async_job_progress.cpp)
+        if (r->method & NGX_HTTP_PUT) {
+            return ngx_http_async_job_progress_put(r, zone, id_text);
+        }
+        if (ngx_http_async_job_add_header(r, async::literal("Allow"),
+                                          async::literal("PUT"))
+            != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        return NGX_HTTP_NOT_ALLOWED;
+    }
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD | NGX_HTTP_DELETE))) {
         if (ngx_http_async_job_add_header(r, async::literal("Allow"),
                                           async::literal("GET, HEAD, DELETE"))
@@ -131,13 +150,10 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
                                             false);
     }
 
-    std::string_view id_text;
-    bool result = false;
     uint8_t id[async::id_bytes];
     ngx_http_async_job_view_t v;
     // only a well-formed id reaches the shared table
-    if (!ngx_http_async_job_parse_path(r, &id_text, &result)
-        || !async::decode_id(id_text, id)
+    if (!path_ok || !async::decode_id(id_text, id)
         || !ngx_http_async_job_lookup(zone, id, &v)) {
         return ngx_http_async_job_send_not_found(r);
     }
@@ -236,4 +252,21 @@ char *ngx_http_async_job_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     clcf->handler = ngx_http_async_job_status_handler;
     return NGX_CONF_OK;
+}
+
+// limit_except in an async_job_status location (to keep progress reports,
+// PUT, to the backends' addresses) makes a location of its own: it runs
+// the same handler.
+void ngx_http_async_job_status_merge_limit_except(
+    ngx_conf_t *cf, ngx_http_async_loc_conf_t *prev,
+    ngx_http_async_loc_conf_t *conf)
+{
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+        ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    if (!clcf->lmt_excpt || clcf->handler != nullptr || conf->job != nullptr
+        || prev->job == nullptr || prev->job->status == nullptr) {
+        return;
+    }
+    conf->job = prev->job;
+    clcf->handler = ngx_http_async_job_status_handler;
 }

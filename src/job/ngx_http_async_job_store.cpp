@@ -242,13 +242,20 @@ ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf)
 
 // --- store ---------------------------------------------------------------
 
-static void ngx_http_async_job_view_fill(ngx_http_async_job_zone_t *zone,
+void ngx_http_async_job_view_fill_locked(ngx_http_async_job_zone_t *zone,
                                          uint32_t index,
                                          ngx_http_async_job_view_t *view)
 {
     view->rec = zone->table->records()[index];
     view->index = index;
     async::encode_id(view->rec.id, view->id);
+    const async::job_progress *p =
+        ngx_http_async_job_progress_locked(zone, false);
+    if (p != nullptr) {
+        async::job_progress_get(p, zone->table, index, &view->progress);
+    } else {
+        view->progress.has = false;
+    }
 }
 
 bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
@@ -259,7 +266,7 @@ bool ngx_http_async_job_lookup(ngx_http_async_job_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
     uint32_t index = async::job_table_find(zone->table, id, now);
     if (index != async::no_job) {
-        ngx_http_async_job_view_fill(zone, index, view);
+        ngx_http_async_job_view_fill_locked(zone, index, view);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
     return index != async::no_job;
@@ -279,7 +286,7 @@ bool ngx_http_async_job_lookup_index(ngx_http_async_job_zone_t *zone,
                  && rec.state != async::job_state::free
                  && !(async::job_final(rec.state) && rec.expires_ms <= now);
     if (alive) {
-        ngx_http_async_job_view_fill(zone, index, view);
+        ngx_http_async_job_view_fill_locked(zone, index, view);
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
     return alive;

@@ -88,6 +88,13 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
     bool applied = false;
     ngx_msec_t wait = ngx_http_async_job_wait_for(r, alcf, &applied);
 
+    // idempotency=on: a repeated key is answered before a run is made
+    ngx_http_async_job_idem_t idem;
+    if (ngx_http_async_job_idem_prepare(r, zone, alcf->job, &idem) != NGX_OK
+        || ngx_http_async_job_idem_replay(r, zone, &idem, wait, applied)) {
+        return;
+    }
+
     ngx_http_async_job_run_t *run =
         ngx_http_async_job_run_create(r, zone, alcf->job);
     uint8_t id[async::id_bytes];
@@ -111,6 +118,15 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
     bool table_full = false;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+    // a racing repeat of the key got its job in first: that one is the job
+    bool same = false;
+    if (idem.on
+        && ngx_http_async_job_idem_find_locked(zone, &idem, &v, &same)) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_async_job_run_destroy(run);
+        ngx_http_async_job_idem_answer(r, zone, &v, same, wait, applied);
+        return;
+    }
     uint32_t index =
         async::job_table_insert(zone->table, id, slot, ngx_pid, now);
     if (index == async::no_job
@@ -131,6 +147,9 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
             zone->table->counters.rejected++;
         }
         if (a == async::admission::passed || a == async::admission::parked) {
+            if (idem.on) {
+                ngx_http_async_job_idem_bind_locked(zone, &idem, index);
+            }
             v.rec = zone->table->records()[index];
             v.index = index;
             async::encode_id(id, v.id);
@@ -241,6 +260,12 @@ char *ngx_http_async_job_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     for (ngx_uint_t i = 3; i < cf->args->nelts; i++) {
+        auto idem =
+            async::parse_key_value(async::view(value[i]), "idempotency");
+        if (idem && (*idem == "on" || *idem == "off")) {
+            job->idempotency = *idem == "on";
+            continue;
+        }
         auto w = async::parse_key_value(async::view(value[i]), "wait");
         auto ms = w ? ngx_http_async_parse_msec(*w) : std::nullopt;
         if (!ms || *ms > 86400ULL * 1000) {
