@@ -10,6 +10,7 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
+#include "common/ngx_http_async_redis.hpp"
 #include "common/ngx_http_async_status_section.hpp"
 #include "common/ngx_http_async_wake.hpp"
 #include "common/ngx_http_async_zone.hpp"
@@ -36,6 +37,7 @@ struct ngx_http_async_job_shared_t {
     uint64_t ttl_ms;       // of the newest configuration
     uint64_t max_result;   // idem
     uint64_t table_offset; // of the job table from the slab pool's start
+    ngx_http_async_redis_stats_t redis; // store=redis
 };
 
 struct ngx_http_async_job_run_t;
@@ -68,6 +70,12 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     uint64_t seen_changes;     // of the table, by the waiters' scan
     uint64_t run_seen_changes; // of the table, by the runs' scan
     time_t last_full_log;
+
+    // store=redis (ngx_http_async_job_store_redis.cpp)
+    ngx_http_async_redis_conf_t *redis_conf; // nullptr: store=shm
+    ngx_http_async_redis_t *redis;           // this worker's client
+    ngx_queue_t remote_waiters;              // long-polls woken by pub/sub
+    ngx_event_t redis_tick;                  // lease renewal and resync
 };
 
 // One async_job / async_job_status / async_job_callback location.
@@ -125,6 +133,39 @@ uint32_t ngx_http_async_job_expire_locked(ngx_http_async_job_zone_t *zone,
 ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
                                                        ngx_str_t *name,
                                                        ngx_str_t directive);
+
+// --- store=redis (ngx_http_async_job_store_redis.cpp) --------------------
+
+// Hook: the record at index changed state (insert, start, final); with
+// store=redis it goes to Redis now (or at the next sync if it cannot).
+void ngx_http_async_job_store_changed(ngx_http_async_job_zone_t *zone,
+                                      uint32_t index);
+// Hook for job locations: NGX_OK, or a 503 + Retry-After was sent (the
+// store is Redis and it is unavailable); returns what sending returned.
+ngx_int_t ngx_http_async_job_store_check(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone);
+// Hook of the status location with store=redis: status, ?wait= long-poll,
+// /result and DELETE answered from Redis. NGX_DONE or an answer's rc.
+ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const char id[async::id_chars],
+                                         bool result, ngx_msec_t wait);
+// Hook of the submit with store=redis: the job is attached; the 202 (or the
+// wait) follows once Redis has the job, a 503 if it cannot take it.
+void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
+                                        ngx_http_async_job_zone_t *zone,
+                                        const ngx_http_async_job_view_t *v,
+                                        ngx_msec_t wait,
+                                        bool preference_applied);
+// Ends an unfinished job with state/reason (as a local DELETE does) and
+// wakes its owner, which stops the run.
+void ngx_http_async_job_local_cancel(ngx_http_async_job_zone_t *zone,
+                                     uint32_t index, uint32_t generation,
+                                     async::job_state state,
+                                     async::job_reason reason);
+ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
+                                                ngx_http_async_job_zone_t *zone);
+void ngx_http_async_job_redis_exit_process(ngx_http_async_job_zone_t *zone);
 
 // --- runner (_job_run.cpp, _job_copy.cpp, _job_capture.cpp) --------------
 
@@ -186,6 +227,11 @@ ngx_int_t ngx_http_async_job_send_result(ngx_http_request_t *r,
                                          ngx_http_async_job_zone_t *zone,
                                          const ngx_http_async_job_view_t *v);
 ngx_int_t ngx_http_async_job_send_not_found(ngx_http_request_t *r);
+// A result read from elsewhere (store=redis) replayed as send_result does.
+ngx_int_t ngx_http_async_job_send_stored(ngx_http_request_t *r,
+                                         const ngx_http_async_job_view_t *v,
+                                         ngx_uint_t status, ngx_str_t type,
+                                         ngx_str_t body);
 
 // --- waiters (ngx_http_async_job_wait.cpp) -------------------------------
 
