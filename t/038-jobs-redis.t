@@ -182,7 +182,7 @@ subtest 'the status page shows the store' => sub {
     like($p->{body}, qr/nginx_async_job_redis_up\{zone="jobs"\} 1/, 'up gauge');
 };
 
-subtest 'Redis stalled (SIGSTOP): 503 within redis_timeout, one [error]' => sub {
+subtest 'Redis stalled (SIGSTOP) for 4 s: 503 within redis_timeout, one [error], the job completes' => sub {
     my ($r, $id) = submit($a, 2);
     is($r->{status}, 202, 'a job accepted before the stall') or return;
     kill 'STOP', $redis_pid;
@@ -197,6 +197,8 @@ subtest 'Redis stalled (SIGSTOP): 503 within redis_timeout, one [error]' => sub 
     for (1 .. 5) { $b->get("/jobs/$id") }
     is($b->request('POST', '/submit?s=1')->{status}, 503,
         'a submit on B: 503');
+    # longer than the lease (3 s): the owner's writes win over owner_lost
+    sleep 4;
     kill 'CONT', $redis_pid;
     ok(ready($b), 'B is back after SIGCONT');
     is(error_lines($b, qr/redis .* unavailable/), 1,

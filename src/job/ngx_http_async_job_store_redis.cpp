@@ -16,7 +16,9 @@
 //
 // Each script is atomic; the rank (0 queued, 1 running, 2 final) only goes
 // up and the first final state wins, so writes from several connections
-// cannot take a job back.
+// cannot take a job back. One exception: owner_lost, which a reader sets
+// when the lease ran out, gives way to the owner itself (the same
+// hostname:pid) when it comes back after an outage longer than the lease.
 #include "job/ngx_http_async_job.hpp"
 #include "common/ngx_http_async_event.hpp"
 
@@ -28,7 +30,10 @@ static constexpr ngx_msec_t lease_ms = 3 * lease_renewal;
 static const char write_script[] =
     "local old = tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1')\n"
     "local rank = tonumber(ARGV[1])\n"
-    "if old == 2 or old > rank then return 0 end\n"
+    "if old == 2 then\n"
+    "  local m = redis.call('HMGET', KEYS[1], 'reason', 'owner')\n"
+    "  if m[1] ~= 'owner_lost' or m[2] ~= ARGV[12] then return 0 end\n"
+    "elseif old > rank then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'rank', ARGV[1], 'state', ARGV[6],\n"
     "  'reason', ARGV[7], 'created', ARGV[8], 'started', ARGV[9],\n"
     "  'finished', ARGV[10], 'result_status', ARGV[11], 'owner', ARGV[12])\n"
@@ -437,7 +442,7 @@ void ngx_http_async_job_store_changed(ngx_http_async_job_zone_t *zone,
 // Every record not yet in Redis (a write failed, or Redis was down), and
 // the leases of this worker's unfinished jobs.
 static void ngx_http_async_job_redis_sync(ngx_http_async_job_zone_t *zone,
-                                          bool renew)
+                                          bool renew, bool rewrite)
 {
     if (!ngx_http_async_redis_ready(zone->redis)) {
         return;
@@ -456,7 +461,7 @@ static void ngx_http_async_job_redis_sync(ngx_http_async_job_zone_t *zone,
     auto slot = static_cast<uint32_t>(ngx_process_slot);
     ngx_shmtx_lock(&zone->shpool->mutex);
     const async::job_record *recs = zone->table->records();
-    bool scan = zone->table->store_dirty > 0 || renew;
+    bool scan = zone->table->store_dirty > 0 || renew || rewrite;
     for (uint32_t i = 0; scan && i < zone->table->capacity; i++) {
         const async::job_record &rec = recs[i];
         if (rec.state == async::job_state::free) {
@@ -468,8 +473,18 @@ static void ngx_http_async_job_redis_sync(ngx_http_async_job_zone_t *zone,
                 *p = i;
             }
         }
-        if (renew && rec.owner == slot && rec.owner_pid == ngx_pid
-            && !async::job_final(rec.state)) {
+        bool mine = rec.owner == slot && rec.owner_pid == ngx_pid
+                    && !async::job_final(rec.state);
+        if (rewrite && mine && !rec.store_dirty) {
+            // back after an outage: the whole record, lease included
+            async::job_table_mark_dirty(zone->table, i);
+            auto *p = static_cast<uint32_t *>(ngx_array_push(&dirty));
+            if (p != nullptr) {
+                *p = i;
+            }
+            continue;
+        }
+        if (renew && mine) {
             auto *p =
                 static_cast<ngx_http_async_job_view_t *>(ngx_array_push(&own));
             if (p != nullptr) {
@@ -493,12 +508,11 @@ static void ngx_http_async_job_redis_sync(ngx_http_async_job_zone_t *zone,
     for (ngx_uint_t i = 0; i < own.nelts; i++) {
         ngx_http_async_job_redis_keys_t k;
         ngx_http_async_job_redis_keys(zone, views[i].id, &k);
-        // SET ... XX: a lease that ran out (owner_lost) stays out
-        const char *set[] = {"SET", k.lease, "1", "PX", lease.data(), "XX"};
-        size_t set_len[] = {3, k.lease_len, 1, 2, lease.size(), 2};
+        const char *set[] = {"SET", k.lease, "1", "PX", lease.data()};
+        size_t set_len[] = {3, k.lease_len, 1, 2, lease.size()};
         const char *exp[] = {"PEXPIRE", k.meta, ttl.data()};
         size_t exp_len[] = {7, k.meta_len, ttl.size()};
-        if (ngx_http_async_redis_command(zone->redis, nullptr, nullptr, 6, set,
+        if (ngx_http_async_redis_command(zone->redis, nullptr, nullptr, 5, set,
                                          set_len)
                 != NGX_OK
             || ngx_http_async_redis_command(zone->redis, nullptr, nullptr, 3,
@@ -514,7 +528,7 @@ static void ngx_http_async_job_redis_tick(ngx_event_t *ev)
 {
     ngx_http_async_job_zone_t *zone =
         static_cast<ngx_http_async_job_redis_tick_t *>(ev->data)->zone;
-    ngx_http_async_job_redis_sync(zone, true);
+    ngx_http_async_job_redis_sync(zone, true, false);
     if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
         ngx_add_timer(ev, lease_renewal);
     }
@@ -523,7 +537,7 @@ static void ngx_http_async_job_redis_tick(ngx_event_t *ev)
 static void ngx_http_async_job_redis_ready(void *data)
 {
     ngx_http_async_job_redis_sync(
-        static_cast<ngx_http_async_job_zone_t *>(data), true);
+        static_cast<ngx_http_async_job_zone_t *>(data), false, true);
 }
 
 // --- answering requests -------------------------------------------------------
