@@ -111,6 +111,16 @@ sub error_lines {
     return scalar grep { /\[error\]/ && /$re/ } <$fh>;
 }
 
+# No [alert] or [crit], and no [error] but the outage lines.
+sub log_clean {
+    my ($ng, $name) = @_;
+    open my $fh, '<', $ng->root . '/logs/error.log' or return fail("$name log");
+    my @bad = grep { /\[(alert|crit|emerg)\]/
+        || (/\[error\]/ && !/redis .* unavailable/) } <$fh>;
+    is(scalar @bad, 0, "$name: no unexpected [error], [alert] or [crit]")
+        or diag @bad;
+}
+
 redis_start();
 my $a = node('a', $port_a, 1);
 my $b = node('b', $port_b, 0);
@@ -229,6 +239,8 @@ subtest 'results outlive a restart of both nodes' => sub {
     AsyncNginx::wait_until(sub {
         (json_of($b->get("/jobs/$id"))->{status} // "") eq 'completed'
     }, 5);
+    log_clean($a, 'A');
+    log_clean($b, 'B');
     $a->stop;
     $b->stop;
     $a->start;
@@ -256,5 +268,6 @@ subtest 'SIGKILL of A mid-job: failed/owner_lost on B' => sub {
     cmp_ok(time - $t0, '<', 6, 'within the lease (3 s) and a poll');
 };
 
+log_clean($b, 'B');
 $b->stop;
 done_testing;

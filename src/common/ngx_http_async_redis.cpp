@@ -11,8 +11,7 @@ static constexpr size_t max_password = 512;
 
 // --- configuration ---------------------------------------------------------
 
-static ngx_str_t ngx_http_async_redis_cstr(ngx_pool_t *pool,
-                                           std::string_view s)
+static ngx_str_t ngx_http_async_redis_cstr(ngx_pool_t *pool, std::string_view s)
 {
     ngx_str_t out{0, nullptr};
     auto *p = static_cast<u_char *>(ngx_pnalloc(pool, s.size() + 1));
@@ -54,9 +53,9 @@ bool ngx_http_async_redis_parse_address(ngx_pool_t *pool, ngx_str_t value,
         host = v.substr(0, colon);
         port = v.substr(colon + 1);
     }
-    ngx_int_t n = ngx_atoi(reinterpret_cast<u_char *>(const_cast<char *>(
-                               port.data())),
-                           port.size());
+    ngx_int_t n =
+        ngx_atoi(reinterpret_cast<u_char *>(const_cast<char *>(port.data())),
+                 port.size());
     if (host.empty() || n < 1 || n > 65535) {
         return false;
     }
@@ -114,9 +113,8 @@ char *ngx_http_async_redis_read_password(ngx_conf_t *cf, ngx_str_t path,
     conf->password = ngx_http_async_redis_cstr(
         cf->pool, std::string_view(reinterpret_cast<char *>(buf), len));
     ngx_explicit_memzero(buf, sizeof(buf));
-    return conf->password.data != nullptr
-               ? NGX_CONF_OK
-               : static_cast<char *>(NGX_CONF_ERROR);
+    return conf->password.data != nullptr ? NGX_CONF_OK
+                                          : static_cast<char *>(NGX_CONF_ERROR);
 }
 
 // --- links -------------------------------------------------------------------
@@ -126,12 +124,12 @@ static void ngx_http_async_redis_connect(ngx_http_async_redis_link_t *link);
 std::string_view ngx_http_async_redis_state_name(redis_link_state s)
 {
     switch (s) {
-    case redis_link_state::ready:
-        return "up";
-    case redis_link_state::connecting:
-        return "connecting";
-    case redis_link_state::down:
-        break;
+        case redis_link_state::ready:
+            return "up";
+        case redis_link_state::connecting:
+            return "connecting";
+        case redis_link_state::down:
+            break;
     }
     return "down";
 }
@@ -348,7 +346,8 @@ static void ngx_http_async_redis_cleanup(void *data)
     ngx_http_async_redis_schedule(link);
 }
 
-// --- commands ------------------------------------------------------------------
+// --- commands
+// ------------------------------------------------------------------
 
 struct ngx_http_async_redis_call_t {
     ngx_http_async_redis_link_t *link;
@@ -430,7 +429,8 @@ ngx_int_t ngx_http_async_redis_command(ngx_http_async_redis_t *client,
                                      argvlen);
 }
 
-// --- connecting: AUTH, SELECT, SUBSCRIBE ----------------------------------------
+// --- connecting: AUTH, SELECT, SUBSCRIBE
+// ----------------------------------------
 
 static bool ngx_http_async_redis_reply_ok(void *reply)
 {
@@ -492,24 +492,6 @@ static void ngx_http_async_redis_message(redisAsyncContext *ac, void *reply,
     }
 }
 
-static void ngx_http_async_redis_connected(const redisAsyncContext *ac,
-                                           int status)
-{
-    auto *link = static_cast<ngx_http_async_redis_link_t *>(ac->data);
-    if (status != REDIS_OK) {
-        // hiredis frees the context itself after this; cleanup follows
-        return;
-    }
-    (void) link;
-}
-
-static void ngx_http_async_redis_disconnected(const redisAsyncContext *ac,
-                                              int status)
-{
-    (void) ac;
-    (void) status;
-}
-
 static void ngx_http_async_redis_connect(ngx_http_async_redis_link_t *link)
 {
     ngx_http_async_redis_t *client = link->client;
@@ -553,8 +535,6 @@ static void ngx_http_async_redis_connect(ngx_http_async_redis_link_t *link)
     ac->ev.addWrite = ngx_http_async_redis_add_write;
     ac->ev.delWrite = ngx_http_async_redis_del_write;
     ac->ev.cleanup = ngx_http_async_redis_cleanup;
-    redisAsyncSetConnectCallback(ac, ngx_http_async_redis_connected);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_async_redis_disconnected);
     // the first write event completes the connect (hiredis's adapters
     // start with both events too)
     ngx_http_async_redis_add_read(link);
@@ -582,12 +562,11 @@ static void ngx_http_async_redis_connect(ngx_http_async_redis_link_t *link)
         return;
     }
     char db[NGX_INT_T_LEN + 1];
-    u_char *last = ngx_sprintf(reinterpret_cast<u_char *>(db), "%ui",
-                               conf->db);
+    u_char *last = ngx_sprintf(reinterpret_cast<u_char *>(db), "%ui", conf->db);
     *last = '\0';
     const char *select[] = {"SELECT", db};
-    size_t select_len[] = {6, static_cast<size_t>(
-                                  last - reinterpret_cast<u_char *>(db))};
+    size_t select_len[] = {
+        6, static_cast<size_t>(last - reinterpret_cast<u_char *>(db))};
     if (ngx_http_async_redis_send(link, ngx_http_async_redis_setup_done, link,
                                   2, select, select_len)
         != NGX_OK) {
@@ -603,16 +582,15 @@ static void ngx_http_async_redis_link_init(ngx_http_async_redis_t *client,
     link->subscriber = subscriber;
     link->state = redis_link_state::down;
     for (ngx_event_t *ev : {&link->timer, &link->retry}) {
-        auto *ident = async::pool_calloc<ngx_http_async_redis_ident_t>(
-            ngx_cycle->pool);
+        auto *ident =
+            async::pool_calloc<ngx_http_async_redis_ident_t>(ngx_cycle->pool);
         if (ident == nullptr) {
             continue;
         }
         ident->link = link;
         async::event_init(ev, ident,
-                          ev == &link->timer
-                              ? ngx_http_async_redis_timeout
-                              : ngx_http_async_redis_reconnect,
+                          ev == &link->timer ? ngx_http_async_redis_timeout
+                                             : ngx_http_async_redis_reconnect,
                           client->log);
         // a Redis link never keeps an exiting worker alive
         ev->cancelable = 1;

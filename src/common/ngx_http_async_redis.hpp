@@ -20,9 +20,9 @@ struct redisAsyncContext;
 
 // The redis* parameters of a zone, read at configuration time.
 struct ngx_http_async_redis_conf_t {
-    ngx_str_t address;  // as written, for logs and the status page
-    ngx_str_t host;     // NUL-terminated literal IP; empty for unix:
-    ngx_str_t path;     // NUL-terminated socket path of unix:
+    ngx_str_t address; // as written, for logs and the status page
+    ngx_str_t host;    // NUL-terminated literal IP; empty for unix:
+    ngx_str_t path;    // NUL-terminated socket path of unix:
     int port;
     ngx_uint_t db;
     ngx_str_t prefix;   // of every key
@@ -45,9 +45,9 @@ enum class redis_link_state : uint8_t { down, connecting, ready };
 // atomics, no lock).
 struct ngx_http_async_redis_stats_t {
     std::atomic<uint64_t> commands;
-    std::atomic<uint64_t> failures; // no reply: down, timed out, error
-    std::atomic<uint64_t> outages;  // connections lost or never made
-    std::atomic<uint32_t> connected; // workers with a ready command link
+    std::atomic<uint64_t> failures;   // no reply: down, timed out, error
+    std::atomic<uint64_t> outages;    // connections lost or never made
+    std::atomic<uint32_t> connected;  // workers with a ready command link
     std::atomic<uint32_t> subscribed; // workers with a ready subscriber
     async::histogram latency;         // of every command's reply
 };
@@ -64,7 +64,7 @@ struct ngx_http_async_redis_link_t {
     ngx_msec_t backoff;
     ngx_msec_t progress; // when a reply last came or the oldest was sent
     ngx_uint_t pending;  // commands without a reply yet
-    const char *why; // of the close we asked for
+    const char *why;     // of the close we asked for
     redis_link_state state;
     bool subscriber;
     bool counted; // in stats->connected / subscribed

@@ -49,7 +49,6 @@ enum class job_reason : uint8_t {
 std::string_view job_state_name(job_state s) noexcept;
 std::string_view job_reason_name(job_reason r) noexcept;
 
-
 struct job_record {
     uint8_t id[id_bytes];
     uint32_t next;  // hash chain, or the free list
@@ -89,7 +88,7 @@ struct job_table {
     uint64_t stored_bytes;
     uint64_t changes;           // bumped by every final transition and removal
     uint32_t count[job_states]; // records by state
-    uint32_t store_dirty; // records with store_dirty set
+    uint32_t store_dirty;       // records with store_dirty set
     job_counters counters;
 
     uint32_t *heads() { return reinterpret_cast<uint32_t *>(this + 1); }

@@ -75,7 +75,9 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     ngx_http_async_redis_conf_t *redis_conf; // nullptr: store=shm
     ngx_http_async_redis_t *redis;           // this worker's client
     ngx_queue_t remote_waiters;              // long-polls woken by pub/sub
-    ngx_event_t redis_tick;                  // lease renewal and resync
+    char (*recent_final)[async::id_chars];   // ring of the last "F" ids
+    ngx_uint_t recent_next;
+    ngx_event_t redis_tick; // lease renewal and resync
 };
 
 // One async_job / async_job_status / async_job_callback location.
@@ -163,8 +165,9 @@ void ngx_http_async_job_local_cancel(ngx_http_async_job_zone_t *zone,
                                      uint32_t index, uint32_t generation,
                                      async::job_state state,
                                      async::job_reason reason);
-ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
-                                                ngx_http_async_job_zone_t *zone);
+ngx_int_t
+ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
+                                      ngx_http_async_job_zone_t *zone);
 void ngx_http_async_job_redis_exit_process(ngx_http_async_job_zone_t *zone);
 
 // --- runner (_job_run.cpp, _job_copy.cpp, _job_capture.cpp) --------------

@@ -275,9 +275,9 @@ static void ngx_http_async_job_prometheus(async::prometheus_writer &w,
              "Latency of Redis commands, from send to reply.");
     for (ngx_uint_t i = 0; i < rep->n; i++) {
         if (rep->rows[i].redis) {
-            w.histogram_seconds({{"zone", async::view(rep->rows[i].name)}},
-                                async::histogram_cumulate(
-                                    rep->rows[i].latency));
+            w.histogram_seconds(
+                {{"zone", async::view(rep->rows[i].name)}},
+                async::histogram_cumulate(rep->rows[i].latency));
         }
     }
 }

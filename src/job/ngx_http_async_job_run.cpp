@@ -125,9 +125,9 @@ static void ngx_http_async_job_finish(ngx_http_async_job_run_t *run,
                     static_cast<uint32_t>(size), static_cast<uint16_t>(ct));
             }
         }
-        changed = async::job_table_finish(zone->table, run->index, state,
-                                          reason, status, now,
-                                          zone->sh->ttl_ms);
+        changed =
+            async::job_table_finish(zone->table, run->index, state, reason,
+                                    status, now, zone->sh->ttl_ms);
         watchers = rec.watchers;
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);

@@ -25,6 +25,9 @@
 #include <hiredis/hiredis.h>
 
 static constexpr ngx_msec_t lease_renewal = 1000;
+// The ends a worker heard of last: a read's reply and the job's "F"
+// message come on two connections, in either order.
+static constexpr ngx_uint_t recent_finals = 64;
 static constexpr ngx_msec_t lease_ms = 3 * lease_renewal;
 
 static const char write_script[] =
@@ -113,7 +116,8 @@ struct ngx_http_async_job_redis_op_t {
 
 static void ngx_http_async_job_redis_op_timeout(ngx_event_t *ev);
 
-// --- keys and records ----------------------------------------------------------
+// --- keys and records
+// ----------------------------------------------------------
 
 struct ngx_http_async_job_redis_keys_t {
     char meta[256], result[256], lease[256];
@@ -126,9 +130,9 @@ static void ngx_http_async_job_redis_keys(const ngx_http_async_job_zone_t *z,
 {
     const ngx_str_t &p = z->redis_conf->prefix;
     auto make = [&](char *out, const char *suffix) {
-        u_char *last = ngx_snprintf(reinterpret_cast<u_char *>(out), 255,
-                                    "%V{%*s}:%s", &p, async::id_chars, id,
-                                    suffix);
+        u_char *last =
+            ngx_snprintf(reinterpret_cast<u_char *>(out), 255, "%V{%*s}:%s", &p,
+                         async::id_chars, id, suffix);
         return static_cast<size_t>(last - reinterpret_cast<u_char *>(out));
     };
     k->meta_len = make(k->meta, "meta");
@@ -229,7 +233,8 @@ static bool ngx_http_async_job_redis_view(const redisReply *m,
     return has_state;
 }
 
-// --- writes from the owner -------------------------------------------------------
+// --- writes from the owner
+// -------------------------------------------------------
 
 struct ngx_http_async_job_redis_write_t {
     ngx_http_async_job_zone_t *zone;
@@ -238,8 +243,9 @@ struct ngx_http_async_job_redis_write_t {
     uint32_t generation;
 };
 
-static void ngx_http_async_job_redis_submit_stored(
-    ngx_http_async_job_redis_op_t *op, bool stored);
+static void
+ngx_http_async_job_redis_submit_stored(ngx_http_async_job_redis_op_t *op,
+                                       bool stored);
 
 static void ngx_http_async_job_redis_written(void *reply, void *data)
 {
@@ -269,9 +275,9 @@ static void ngx_http_async_job_redis_written(void *reply, void *data)
 
 // Sends the record at index (and its result once final) to Redis; the
 // record is clean from now on unless the write fails.
-static ngx_int_t ngx_http_async_job_redis_write(
-    ngx_http_async_job_zone_t *zone, uint32_t index,
-    ngx_http_async_job_redis_op_t *op)
+static ngx_int_t
+ngx_http_async_job_redis_write(ngx_http_async_job_zone_t *zone, uint32_t index,
+                               ngx_http_async_job_redis_op_t *op)
 {
     if (!ngx_http_async_redis_ready(zone->redis)) {
         return NGX_DECLINED;
@@ -316,12 +322,12 @@ static ngx_int_t ngx_http_async_job_redis_write(
     ngx_http_async_job_redis_keys(zone, v.id, &k);
     char n[8][NGX_INT64_LEN + 1];
     char owner[128];
-    u_char *olast = ngx_snprintf(reinterpret_cast<u_char *>(owner),
-                                 sizeof(owner), "%V:%P", &ngx_cycle->hostname,
-                                 ngx_pid);
+    u_char *olast =
+        ngx_snprintf(reinterpret_cast<u_char *>(owner), sizeof(owner), "%V:%P",
+                     &ngx_cycle->hostname, ngx_pid);
     std::string_view rank = ngx_http_async_job_redis_num(
-        n[0], static_cast<uint64_t>(ngx_http_async_job_redis_rank(
-                  v.rec.state)));
+        n[0],
+        static_cast<uint64_t>(ngx_http_async_job_redis_rank(v.rec.state)));
     std::string_view ttl = ngx_http_async_job_redis_num(n[1], zone->ttl);
     std::string_view lease = ngx_http_async_job_redis_num(n[2], lease_ms);
     std::string_view created =
@@ -337,46 +343,58 @@ static ngx_int_t ngx_http_async_job_redis_write(
     size_t ct = has_result ? v.rec.content_type_len : 0;
     size_t body = has_result ? v.rec.result_bytes - ct : 0;
 
-    const char *argv[] = {
-        "EVAL", write_script, "3", k.meta, k.result, k.lease, rank.data(),
-        ttl.data(), lease.data(),
-        reinterpret_cast<char *>(zone->redis->channel.data), v.id,
-        state.data(), reason.data(), created.data(), started.data(),
-        finished.data(), status.data(), owner,
-        has_result ? reinterpret_cast<char *>(result) : "",
-        has_result ? reinterpret_cast<char *>(result) + ct : "",
-        has_result ? "1" : "0"};
-    size_t len[] = {4,
-                    sizeof(write_script) - 1,
-                    1,
-                    k.meta_len,
-                    k.result_len,
-                    k.lease_len,
-                    rank.size(),
-                    ttl.size(),
-                    lease.size(),
-                    zone->redis->channel.len,
-                    async::id_chars,
-                    state.size(),
-                    reason.size(),
-                    created.size(),
-                    started.size(),
-                    finished.size(),
-                    status.size(),
-                    static_cast<size_t>(olast
-                                        - reinterpret_cast<u_char *>(owner)),
-                    ct,
-                    body,
-                    1};
+    const char *argv[] = {"EVAL",
+                          write_script,
+                          "3",
+                          k.meta,
+                          k.result,
+                          k.lease,
+                          rank.data(),
+                          ttl.data(),
+                          lease.data(),
+                          reinterpret_cast<char *>(zone->redis->channel.data),
+                          v.id,
+                          state.data(),
+                          reason.data(),
+                          created.data(),
+                          started.data(),
+                          finished.data(),
+                          status.data(),
+                          owner,
+                          has_result ? reinterpret_cast<char *>(result) : "",
+                          has_result ? reinterpret_cast<char *>(result) + ct
+                                     : "",
+                          has_result ? "1" : "0"};
+    size_t len[] = {
+        4,
+        sizeof(write_script) - 1,
+        1,
+        k.meta_len,
+        k.result_len,
+        k.lease_len,
+        rank.size(),
+        ttl.size(),
+        lease.size(),
+        zone->redis->channel.len,
+        async::id_chars,
+        state.size(),
+        reason.size(),
+        created.size(),
+        started.size(),
+        finished.size(),
+        status.size(),
+        static_cast<size_t>(olast - reinterpret_cast<u_char *>(owner)),
+        ct,
+        body,
+        1};
     auto *w = static_cast<ngx_http_async_job_redis_write_t *>(
         ngx_alloc(sizeof(ngx_http_async_job_redis_write_t), ngx_cycle->log));
     ngx_int_t rc = NGX_ERROR;
     if (w != nullptr) {
         *w = {zone, op, index, v.rec.generation};
         // hiredis formats the command now: the buffers may go after this
-        rc = ngx_http_async_redis_command(zone->redis,
-                                          ngx_http_async_job_redis_written, w,
-                                          21, argv, len);
+        rc = ngx_http_async_redis_command(
+            zone->redis, ngx_http_async_job_redis_written, w, 21, argv, len);
         if (rc != NGX_OK) {
             ngx_free(w);
         }
@@ -414,8 +432,8 @@ void ngx_http_async_job_local_cancel(ngx_http_async_job_zone_t *zone,
             async::ticket_queue_leave(zone->q, rec.queue_node,
                                       async::leave_reason::cancelled, &wake);
         }
-        changed = async::job_table_finish(zone->table, index, state, reason,
-                                          0, now, zone->sh->ttl_ms);
+        changed = async::job_table_finish(zone->table, index, state, reason, 0,
+                                          now, zone->sh->ttl_ms);
         watchers = rec.watchers;
         owner = static_cast<ngx_pid_t>(rec.owner_pid);
     }
@@ -540,7 +558,8 @@ static void ngx_http_async_job_redis_ready(void *data)
         static_cast<ngx_http_async_job_zone_t *>(data), false, true);
 }
 
-// --- answering requests -------------------------------------------------------
+// --- answering requests
+// -------------------------------------------------------
 
 static ngx_int_t ngx_http_async_job_redis_unavailable(ngx_http_request_t *r)
 {
@@ -553,7 +572,8 @@ static ngx_int_t ngx_http_async_job_redis_unavailable(ngx_http_request_t *r)
 ngx_int_t ngx_http_async_job_store_check(ngx_http_request_t *r,
                                          ngx_http_async_job_zone_t *zone)
 {
-    if (zone->redis_conf == nullptr || ngx_http_async_redis_ready(zone->redis)) {
+    if (zone->redis_conf == nullptr
+        || ngx_http_async_redis_ready(zone->redis)) {
         return NGX_OK;
     }
     ngx_int_t rc = ngx_http_discard_request_body(r);
@@ -655,6 +675,17 @@ static void ngx_http_async_job_redis_op_timeout(ngx_event_t *ev)
     ngx_http_async_job_redis_read(op);
 }
 
+static bool ngx_http_async_job_redis_recent(ngx_http_async_job_zone_t *zone,
+                                            const char id[async::id_chars])
+{
+    for (ngx_uint_t i = 0; i < recent_finals; i++) {
+        if (ngx_memcmp(zone->recent_final[i], id, async::id_chars) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void ngx_http_async_job_redis_read_done(void *reply, void *data)
 {
     auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
@@ -687,8 +718,8 @@ static void ngx_http_async_job_redis_read_done(void *reply, void *data)
                                                    NGX_HTTP_CONFLICT));
             return;
         }
-        ngx_str_t b{body->len, static_cast<u_char *>(
-                                   ngx_pnalloc(r->pool, body->len + 1))};
+        ngx_str_t b{body->len,
+                    static_cast<u_char *>(ngx_pnalloc(r->pool, body->len + 1))};
         if (b.data == nullptr) {
             ngx_http_async_job_redis_op_done(op,
                                              NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -696,12 +727,18 @@ static void ngx_http_async_job_redis_read_done(void *reply, void *data)
         }
         ngx_memcpy(b.data, body->str, body->len);
         ngx_http_async_job_redis_op_done(
-            op, ngx_http_async_job_send_stored(r, &v, v.rec.result_status,
-                                               type, b));
+            op, ngx_http_async_job_send_stored(r, &v, v.rec.result_status, type,
+                                               b));
         return;
     }
     if (op->wait > 0 && !async::job_final(v.rec.state)
         && ngx_http_async_redis_subscribed(op->zone->redis)) {
+        if (ngx_http_async_job_redis_recent(op->zone, op->id)) {
+            // its "F" came before this reply: read the final state
+            op->wait = 0;
+            ngx_http_async_job_redis_read(op);
+            return;
+        }
         // woken by the job's "F" message, or answered at the timeout
         ngx_http_async_job_redis_park(op);
         return;
@@ -720,20 +757,30 @@ static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
         ngx_http_async_job_redis_num(now_buf, ngx_http_async_job_now_ms());
     std::string_view ttl = ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
     bool result = op->kind == redis_op_kind::result;
-    const char *argv[] = {"EVAL",     read_script,  "3",
-                          k.meta,     k.result,     k.lease,
-                          now.data(), ttl.data(),
+    const char *argv[] = {"EVAL",
+                          read_script,
+                          "3",
+                          k.meta,
+                          k.result,
+                          k.lease,
+                          now.data(),
+                          ttl.data(),
                           reinterpret_cast<char *>(zone->redis->channel.data),
-                          op->id,     result ? "1" : "0"};
-    size_t len[] = {4,          sizeof(read_script) - 1,
-                    1,          k.meta_len,
-                    k.result_len, k.lease_len,
-                    now.size(), ttl.size(),
+                          op->id,
+                          result ? "1" : "0"};
+    size_t len[] = {4,
+                    sizeof(read_script) - 1,
+                    1,
+                    k.meta_len,
+                    k.result_len,
+                    k.lease_len,
+                    now.size(),
+                    ttl.size(),
                     zone->redis->channel.len,
-                    async::id_chars, 1};
-    if (ngx_http_async_redis_command(zone->redis,
-                                     ngx_http_async_job_redis_read_done, op, 11,
-                                     argv, len)
+                    async::id_chars,
+                    1};
+    if (ngx_http_async_redis_command(
+            zone->redis, ngx_http_async_job_redis_read_done, op, 11, argv, len)
         != NGX_OK) {
         if (op->r != nullptr) {
             ngx_http_async_job_redis_op_done(
@@ -769,8 +816,8 @@ static void ngx_http_async_job_redis_deleted(void *reply, void *data)
     if (rep->type == REDIS_REPLY_ARRAY
         && ngx_http_async_job_redis_view(rep, op->id, &v, nullptr, r->pool)) {
         ngx_http_async_job_redis_op_done(
-            op, ngx_http_async_job_send_status(r, op->zone, &v,
-                                               NGX_HTTP_ACCEPTED));
+            op,
+            ngx_http_async_job_send_status(r, op->zone, &v, NGX_HTTP_ACCEPTED));
         return;
     }
     r->headers_out.status = NGX_HTTP_NO_CONTENT;
@@ -806,16 +853,25 @@ ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
         std::string_view now =
             ngx_http_async_job_redis_num(now_buf, ngx_http_async_job_now_ms());
         std::string_view ttl = ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
-        const char *argv[] = {"EVAL",     delete_script, "3",
-                              k.meta,     k.result,      k.lease,
-                              now.data(), ttl.data(),
-                              reinterpret_cast<char *>(
-                                  zone->redis->channel.data),
-                              id};
-        size_t len[] = {4,          sizeof(delete_script) - 1,
-                        1,          k.meta_len,
-                        k.result_len, k.lease_len,
-                        now.size(), ttl.size(),
+        const char *argv[] = {
+            "EVAL",
+            delete_script,
+            "3",
+            k.meta,
+            k.result,
+            k.lease,
+            now.data(),
+            ttl.data(),
+            reinterpret_cast<char *>(zone->redis->channel.data),
+            id};
+        size_t len[] = {4,
+                        sizeof(delete_script) - 1,
+                        1,
+                        k.meta_len,
+                        k.result_len,
+                        k.lease_len,
+                        now.size(),
+                        ttl.size(),
                         zone->redis->channel.len,
                         async::id_chars};
         if (ngx_http_async_redis_command(zone->redis,
@@ -831,12 +887,14 @@ ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
     return NGX_DONE;
 }
 
-// --- submits ---------------------------------------------------------------------
+// --- submits
+// ---------------------------------------------------------------------
 
 // The job is in Redis (or not): answer the submit as store=shm does, or
 // fail the job with store_unavailable and answer 503.
-static void ngx_http_async_job_redis_submit_stored(
-    ngx_http_async_job_redis_op_t *op, bool stored)
+static void
+ngx_http_async_job_redis_submit_stored(ngx_http_async_job_redis_op_t *op,
+                                       bool stored)
 {
     ngx_http_request_t *r = op->r;
     ngx_http_async_job_zone_t *zone = op->zone;
@@ -855,8 +913,7 @@ static void ngx_http_async_job_redis_submit_stored(
         return;
     }
     ngx_http_async_job_view_t v;
-    if (!ngx_http_async_job_lookup_index(zone, op->index, op->generation,
-                                         &v)) {
+    if (!ngx_http_async_job_lookup_index(zone, op->index, op->generation, &v)) {
         ngx_http_async_job_redis_op_done(op,
                                          ngx_http_async_job_send_not_found(r));
         return;
@@ -873,8 +930,8 @@ static void ngx_http_async_job_redis_submit_stored(
         }
     }
     ngx_http_async_job_redis_op_done(
-        op, ngx_http_async_job_send_accepted(r, zone, &v,
-                                             op->preference_applied));
+        op,
+        ngx_http_async_job_send_accepted(r, zone, &v, op->preference_applied));
 }
 
 void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
@@ -908,7 +965,8 @@ void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
     // the reply answers; the body handler's reference is given back then
 }
 
-// --- pub/sub -------------------------------------------------------------------------
+// --- pub/sub
+// -------------------------------------------------------------------------
 
 static void ngx_http_async_job_redis_message(void *data, std::string_view msg)
 {
@@ -933,6 +991,9 @@ static void ngx_http_async_job_redis_message(void *data, std::string_view msg)
     if (msg[0] != 'F') {
         return;
     }
+    ngx_memcpy(zone->recent_final[zone->recent_next], id.data(),
+               async::id_chars);
+    zone->recent_next = (zone->recent_next + 1) % recent_finals;
     ngx_queue_t ready;
     ngx_queue_init(&ready);
     for (ngx_queue_t *q = ngx_queue_head(&zone->remote_waiters);
@@ -955,7 +1016,8 @@ static void ngx_http_async_job_redis_message(void *data, std::string_view msg)
     }
 }
 
-// --- a worker's start and exit ---------------------------------------------------------
+// --- a worker's start and exit
+// ---------------------------------------------------------
 
 ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
                                                 ngx_http_async_job_zone_t *zone)
@@ -964,9 +1026,14 @@ ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
     if (zone->redis_conf == nullptr) {
         return NGX_OK;
     }
+    zone->recent_final = static_cast<char(*)[async::id_chars]>(
+        ngx_pcalloc(cycle->pool, recent_finals * async::id_chars));
+    if (zone->recent_final == nullptr) {
+        return NGX_ERROR;
+    }
     auto *client = async::pool_calloc<ngx_http_async_redis_t>(cycle->pool);
-    auto *tick = async::pool_calloc<ngx_http_async_job_redis_tick_t>(
-        cycle->pool);
+    auto *tick =
+        async::pool_calloc<ngx_http_async_job_redis_tick_t>(cycle->pool);
     if (client == nullptr || tick == nullptr) {
         return NGX_ERROR;
     }
@@ -976,10 +1043,9 @@ ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
     if (client->channel.data == nullptr) {
         return NGX_ERROR;
     }
-    client->channel.len =
-        static_cast<size_t>(ngx_sprintf(client->channel.data, "%Vevents%Z",
-                                        &prefix)
-                            - client->channel.data - 1);
+    client->channel.len = static_cast<size_t>(
+        ngx_sprintf(client->channel.data, "%Vevents%Z", &prefix)
+        - client->channel.data - 1);
     client->conf = zone->redis_conf;
     client->name = zone->name;
     client->log = cycle->log;
