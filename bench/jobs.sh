@@ -187,15 +187,15 @@ run_store() {
 
     echo "## [$store] long-poll wake-up: $WAKES jobs of 0.2 s submitted on A, long-polled on port $status_port"
     RESULT[$store,wake]=$(perl -MIO::Socket::INET -MTime::HiRes=time -e '
-        my ($a, $b, $n) = @ARGV;
+        my ($pa, $pb, $n) = @ARGV;
         sub req { my ($port, $m, $p) = @_;
             my $s = IO::Socket::INET->new("127.0.0.1:$port") or die;
             print $s "$m $p HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
             local $/; my $r = <$s>; return $r }
         my @lag;
         for (1 .. $n) {
-            my ($id) = req($a, "POST", "/long?s=0.2") =~ /"id":"([^"]+)"/;
-            my $r = req($b, "GET", "/jobs/$id?wait=10");
+            my ($id) = req($pa, "POST", "/long?s=0.2") =~ /"id":"([^"]+)"/;
+            my $r = req($pb, "GET", "/jobs/$id?wait=10");
             my $t = time;
             my ($fin) = $r =~ /"finished":([\d.]+)/ or next;
             push @lag, ($t - $fin) * 1000;
@@ -220,10 +220,17 @@ run_store() {
         RESULT[redis,queue_up]="$rps/s (p50 $p50, p99 $p99)"
         read -r rps _ p50 p99 < <(DURATION=5s wrk_numbers <"$PREFIX/q2.out")
         RESULT[redis,queue_stopped]="$rps/s (p50 $p50, p99 $p99)"
-        wait_jobs "$PORT_B"
-        id=$(curl -s -X POST "http://127.0.0.1:$PORT/long?s=600" | sed 's/.*"id":"\([^"]*\)".*/\1/')
     fi
 
+    # fresh workers: the runs above grew their memory
+    node_stop "$a"
+    node_stop "$b"
+    node_start "$a"
+    [ "$store" = redis ] && node_start "$b"
+    wait_jobs "$PORT"
+    wait_jobs "$status_port"
+    sleep 1
+    id=$(curl -s -X POST "http://127.0.0.1:$PORT/long?s=600" | sed 's/.*"id":"\([^"]*\)".*/\1/')
     echo "## [$store] memory: $PARKED parked long-polls on port $status_port"
     local dir=$a
     [ "$store" = redis ] && dir=$b

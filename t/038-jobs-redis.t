@@ -34,7 +34,9 @@ sub redis_start {
         open STDERR, '>&', \*STDOUT;
         exec 'redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
             '--save', '', '--appendonly', 'no', '--dir', $tmp,
-            '--daemonize', 'no';
+            '--daemonize', 'no',
+            # lease expiries wake long-polls (docs/cluster.md)
+            '--notify-keyspace-events', 'Ex';
         exit 127;
     }
     AsyncNginx::wait_until(sub {
@@ -256,16 +258,36 @@ subtest 'SIGKILL of A mid-job: failed/owner_lost on B' => sub {
     AsyncNginx::wait_until(sub {
         (json_of($b->get("/jobs/$id"))->{status} // "") eq 'running'
     }, 5);
+    # a long-poll parked on B before A goes
+    my $poll = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port_b) or die "connect: $!";
+    print $poll "GET /jobs/$id?wait=60 HTTP/1.0\r\nHost: b\r\n\r\n";
+    sleep 0.3;
     my @pids = ($a->{pid}, $a->worker_pids);
     kill 'KILL', @pids;
     $a->{pid} = undef;
     my $t0 = time;
+    my $answer = '';
+    my $rin = '';
+    vec($rin, fileno($poll), 1) = 1;
+    while (time - $t0 < 20) {
+        next unless select(my $r = $rin, undef, undef, 1) > 0;
+        my $n = sysread($poll, my $buf, 4096);
+        last if defined $n && $n == 0;
+        $answer .= $buf if $n;
+    }
+    my $woken = time - $t0;
+    note(sprintf 'long-poll answered %.1f s after the SIGKILL', $woken);
+    like($answer, qr/"status":"failed".*"reason":"owner_lost"/s,
+        'the parked long-poll is answered failed/owner_lost');
+    cmp_ok($woken, '<', 10, 'at the lease\'s expiry, not the end of its wait');
+    $t0 = time;
     my $lost = AsyncNginx::wait_until(sub {
         my $j = json_of($b->get("/jobs/$id"));
         ($j->{status} // '') eq 'failed' && ($j->{reason} // '') eq 'owner_lost'
     }, 10, 0.2);
     ok($lost, 'failed/owner_lost');
-    cmp_ok(time - $t0, '<', 6, 'within the lease (3 s) and a poll');
+    cmp_ok(time - $t0, '<', 3, 'status reads agree at once');
 };
 
 log_clean($b, 'B');

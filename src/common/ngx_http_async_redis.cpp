@@ -485,10 +485,13 @@ static void ngx_http_async_redis_message(redisAsyncContext *ac, void *reply,
         return;
     }
     ngx_http_async_redis_t *client = link->client;
-    if (kind == "message" && r->element[2]->type == REDIS_REPLY_STRING
+    if (kind == "message" && r->element[1]->type == REDIS_REPLY_STRING
+        && r->element[2]->type == REDIS_REPLY_STRING
         && client->on_message != nullptr) {
-        client->on_message(client->data, std::string_view(r->element[2]->str,
-                                                          r->element[2]->len));
+        client->on_message(
+            client->data,
+            std::string_view(r->element[1]->str, r->element[1]->len),
+            std::string_view(r->element[2]->str, r->element[2]->len));
     }
 }
 
@@ -555,10 +558,11 @@ static void ngx_http_async_redis_connect(ngx_http_async_redis_link_t *link)
     }
     if (link->subscriber) {
         const char *argv[] = {"SUBSCRIBE",
-                              reinterpret_cast<char *>(client->channel.data)};
-        size_t len[] = {9, client->channel.len};
-        redisAsyncCommandArgv(ac, ngx_http_async_redis_message, link, 2, argv,
-                              len);
+                              reinterpret_cast<char *>(client->channel.data),
+                              reinterpret_cast<char *>(client->channel2.data)};
+        size_t len[] = {9, client->channel.len, client->channel2.len};
+        redisAsyncCommandArgv(ac, ngx_http_async_redis_message, link,
+                              client->channel2.len > 0 ? 3 : 2, argv, len);
         return;
     }
     char db[NGX_INT_T_LEN + 1];

@@ -71,6 +71,7 @@ struct ngx_http_async_redis_link_t {
 };
 
 using ngx_http_async_redis_message_pt = void (*)(void *data,
+                                                 std::string_view channel,
                                                  std::string_view message);
 using ngx_http_async_redis_ready_pt = void (*)(void *data);
 
@@ -81,7 +82,8 @@ struct ngx_http_async_redis_t {
     ngx_http_async_redis_stats_t *stats; // may be nullptr
     ngx_http_async_redis_link_t cmd;
     ngx_http_async_redis_link_t sub;
-    ngx_str_t channel; // subscribed when not empty (NUL-terminated)
+    ngx_str_t channel;  // subscribed when not empty (NUL-terminated)
+    ngx_str_t channel2; // a second one, optional (NUL-terminated)
     ngx_http_async_redis_message_pt on_message;
     ngx_http_async_redis_ready_pt on_ready; // command link ready (again)
     void *data;

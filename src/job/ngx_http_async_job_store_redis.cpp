@@ -968,9 +968,61 @@ void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
 // --- pub/sub
 // -------------------------------------------------------------------------
 
-static void ngx_http_async_job_redis_message(void *data, std::string_view msg)
+// A lease expired (keyspace notifications, when the operator enabled
+// them: notify-keyspace-events Ex): the long-polls of this worker on that
+// job read it now; the read marks it owner_lost and publishes its end.
+static void ngx_http_async_job_redis_expired(ngx_http_async_job_zone_t *zone,
+                                             std::string_view key)
+{
+    std::string_view prefix = async::view(zone->redis_conf->prefix);
+    std::string_view suffix = "}:lease";
+    if (key.size() != prefix.size() + 1 + async::id_chars + suffix.size()
+        || key.substr(0, prefix.size()) != prefix
+        || key[prefix.size()] != '{'
+        || key.substr(key.size() - suffix.size()) != suffix) {
+        return;
+    }
+    std::string_view id = key.substr(prefix.size() + 1, async::id_chars);
+    for (ngx_queue_t *q = ngx_queue_head(&zone->remote_waiters);
+         q != ngx_queue_sentinel(&zone->remote_waiters);
+         q = ngx_queue_next(q)) {
+        auto *op = ngx_queue_data(q, ngx_http_async_job_redis_op_t, link);
+        if (std::string_view(op->id, async::id_chars) == id) {
+            // one read is enough: its "F" wakes every waiter of the job
+            ngx_http_async_job_redis_keys_t k;
+            ngx_http_async_job_redis_keys(zone, op->id, &k);
+            char now_buf[NGX_INT64_LEN + 1], ttl_buf[NGX_INT64_LEN + 1];
+            std::string_view now = ngx_http_async_job_redis_num(
+                now_buf, ngx_http_async_job_now_ms());
+            std::string_view ttl =
+                ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
+            const char *argv[] = {
+                "EVAL",     read_script, "3",       k.meta, k.result, k.lease,
+                now.data(), ttl.data(),
+                reinterpret_cast<char *>(zone->redis->channel.data), op->id,
+                "0"};
+            size_t len[] = {4,          sizeof(read_script) - 1,
+                            1,          k.meta_len,
+                            k.result_len, k.lease_len,
+                            now.size(), ttl.size(),
+                            zone->redis->channel.len,
+                            async::id_chars, 1};
+            (void) ngx_http_async_redis_command(zone->redis, nullptr, nullptr,
+                                                11, argv, len);
+            return;
+        }
+    }
+}
+
+static void ngx_http_async_job_redis_message(void *data,
+                                             std::string_view channel,
+                                             std::string_view msg)
 {
     auto *zone = static_cast<ngx_http_async_job_zone_t *>(data);
+    if (channel != async::view(zone->redis->channel)) {
+        ngx_http_async_job_redis_expired(zone, msg);
+        return;
+    }
     if (msg.size() != 1 + async::id_chars) {
         return;
     }
@@ -1046,6 +1098,16 @@ ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
     client->channel.len = static_cast<size_t>(
         ngx_sprintf(client->channel.data, "%Vevents%Z", &prefix)
         - client->channel.data - 1);
+    // "__keyevent@DB__:expired": a lease that ran out wakes long-polls
+    client->channel2.data =
+        static_cast<u_char *>(ngx_pnalloc(cycle->pool, 64));
+    if (client->channel2.data == nullptr) {
+        return NGX_ERROR;
+    }
+    client->channel2.len = static_cast<size_t>(
+        ngx_sprintf(client->channel2.data, "__keyevent@%ui__:expired%Z",
+                    zone->redis_conf->db)
+        - client->channel2.data - 1);
     client->conf = zone->redis_conf;
     client->name = zone->name;
     client->log = cycle->log;
