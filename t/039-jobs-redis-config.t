@@ -65,6 +65,10 @@ my @refused = (
     [ 'bad redis_timeout',
       "$z store=redis redis=127.0.0.1:6379 redis_timeout=soon;",
       qr/\[emerg\].*invalid parameter "redis_timeout=soon" in "async_job_zone"/ ],
+    [ 'two zones with one Redis, db and prefix',
+      "$z store=redis redis=127.0.0.1:6379;\n"
+      . "async_job_zone zone=other:1m store=redis redis=127.0.0.1:6379;",
+      qr/\[emerg\].*async_job_zone "jobs" and "other" share redis 127.0.0.1:6379, redis_db and redis_prefix/ ],
     [ 'missing password file',
       "$z store=redis redis=127.0.0.1:6379 redis_password_file=$tmp/nosuch;",
       qr/\[emerg\].*redis_password_file "\Q$tmp\E\/nosuch" cannot be opened/ ],
@@ -180,11 +184,15 @@ SKIP: {
         redis_stop();
     };
 
-    subtest 'the right password, redis_db and a unix socket' => sub {
+    subtest 'the right password, redis_db, a unix socket, two zones' => sub {
         my $sock = "$tmp/redis.sock";
         redis_start('--requirepass', $secret, '--unixsocket', $sock);
-        $ng->{http} = http("$z store=redis redis=unix:$sock redis_db=2 "
-            . "redis_prefix=t039: redis_password_file=$tmp/password;");
+        my $common = "store=redis redis=unix:$sock redis_db=2 "
+            . "redis_password_file=$tmp/password";
+        $ng->{http} = http("$z $common redis_prefix=t039:;\n"
+            . "    async_job_zone zone=other:1m $common redis_prefix=other:;");
+        # the second zone's status location, in the same server
+        $ng->{http} =~ s|(location /plain)|location /o/ { async_job_status other; }\n        $1|;
         $ng->start;
         ok(AsyncNginx::wait_until(sub {
             $ng->get('/jobs/AAAAAAAAAAAAAAAAAAAAAA')->{status} == 404
@@ -198,6 +206,14 @@ SKIP: {
         my $keys = `redis-cli -s $sock -a $secret --no-auth-warning -n 2 keys 't039:*' 2>&1`;
         like($keys, qr/^t039:\{\Q$id\E\}:meta$/m, 'keys in db 2, with the '
             . 'prefix and one hash tag per job');
+        my @clients = grep { !/cmd=client/ }
+            `redis-cli -s $sock -a $secret --no-auth-warning client list`;
+        is(scalar @clients, 2, 'one worker, two zones on one Redis: one '
+            . 'command and one subscriber connection') or diag @clients;
+        is(scalar(grep { /\bsub=3\b/ } @clients), 1,
+            'the subscriber listens for both zones and lease expiries');
+        is($ng->get('/o/AAAAAAAAAAAAAAAAAAAAAA')->{status}, 404,
+            'the second zone answers');
         is(scalar(() = log_lines(qr/\[(error|alert|crit)\]/)), 0, 'no error');
         $ng->stop;
         redis_stop();

@@ -557,12 +557,27 @@ static void ngx_http_async_redis_connect(ngx_http_async_redis_link_t *link)
         }
     }
     if (link->subscriber) {
-        const char *argv[] = {"SUBSCRIBE",
-                              reinterpret_cast<char *>(client->channel.data),
-                              reinterpret_cast<char *>(client->channel2.data)};
-        size_t len[] = {9, client->channel.len, client->channel2.len};
+        ngx_uint_t n = client->nchannels + 1;
+        auto *argv = static_cast<const char **>(
+            ngx_alloc(n * sizeof(char *), client->log));
+        auto *len =
+            static_cast<size_t *>(ngx_alloc(n * sizeof(size_t), client->log));
+        if (argv == nullptr || len == nullptr) {
+            ngx_free(argv);
+            ngx_free(len);
+            ngx_http_async_redis_fail(link, "out of memory");
+            return;
+        }
+        argv[0] = "SUBSCRIBE";
+        len[0] = 9;
+        for (ngx_uint_t i = 0; i < client->nchannels; i++) {
+            argv[i + 1] = reinterpret_cast<char *>(client->channels[i].data);
+            len[i + 1] = client->channels[i].len;
+        }
         redisAsyncCommandArgv(ac, ngx_http_async_redis_message, link,
-                              client->channel2.len > 0 ? 3 : 2, argv, len);
+                              static_cast<int>(n), argv, len);
+        ngx_free(argv);
+        ngx_free(len);
         return;
     }
     char db[NGX_INT_T_LEN + 1];
@@ -611,7 +626,7 @@ ngx_int_t ngx_http_async_redis_start(ngx_http_async_redis_t *client)
         return NGX_ERROR;
     }
     ngx_http_async_redis_connect(&client->cmd);
-    if (client->channel.len > 0) {
+    if (client->nchannels > 0) {
         ngx_http_async_redis_connect(&client->sub);
     }
     return NGX_OK;

@@ -6,8 +6,8 @@
 // (redis_timeout), and a lost connection comes back with backoff.
 //
 // One client per worker per endpoint: a command connection (pipelined,
-// AUTH and SELECT on connect) and, when a channel is set, one subscriber
-// connection. The client knows nothing of jobs.
+// AUTH and SELECT on connect) and, when channels are set, one subscriber
+// connection for all of them. The client knows nothing of jobs.
 #pragma once
 
 #include "ngx_http_async_module.hpp"
@@ -82,8 +82,8 @@ struct ngx_http_async_redis_t {
     ngx_http_async_redis_stats_t *stats; // may be nullptr
     ngx_http_async_redis_link_t cmd;
     ngx_http_async_redis_link_t sub;
-    ngx_str_t channel;  // subscribed when not empty (NUL-terminated)
-    ngx_str_t channel2; // a second one, optional (NUL-terminated)
+    ngx_str_t *channels; // subscribed when any (NUL-terminated)
+    ngx_uint_t nchannels;
     ngx_http_async_redis_message_pt on_message;
     ngx_http_async_redis_ready_pt on_ready; // command link ready (again)
     void *data;

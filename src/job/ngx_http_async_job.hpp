@@ -73,7 +73,9 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
 
     // store=redis (ngx_http_async_job_store_redis.cpp)
     ngx_http_async_redis_conf_t *redis_conf; // nullptr: store=shm
-    ngx_http_async_redis_t *redis;           // this worker's client
+    ngx_http_async_redis_t *redis;           // this worker's client (shared
+                                             // by zones of one endpoint)
+    ngx_str_t redis_channel;                 // PREFIXevents
     ngx_queue_t remote_waiters;              // long-polls woken by pub/sub
     char (*recent_final)[async::id_chars];   // ring of the last "F" ids
     ngx_uint_t recent_next;
@@ -165,9 +167,14 @@ void ngx_http_async_job_local_cancel(ngx_http_async_job_zone_t *zone,
                                      uint32_t index, uint32_t generation,
                                      async::job_state state,
                                      async::job_reason reason);
+// A worker's start: each zone joins the client of its endpoint (address,
+// db, password, timeout); then the clients connect.
 ngx_int_t
 ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
                                       ngx_http_async_job_zone_t *zone);
+ngx_int_t ngx_http_async_job_redis_start(ngx_cycle_t *cycle);
+// Two store=redis zones on one endpoint with one prefix would share keys.
+ngx_int_t ngx_http_async_job_redis_check(ngx_conf_t *cf);
 void ngx_http_async_job_redis_exit_process(ngx_http_async_job_zone_t *zone);
 
 // --- runner (_job_run.cpp, _job_copy.cpp, _job_capture.cpp) --------------

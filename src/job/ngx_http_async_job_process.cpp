@@ -67,6 +67,9 @@ ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle)
             ngx_http_async_job_wake_all(zone);
         }
     });
+    if (rc == NGX_OK) {
+        rc = ngx_http_async_job_redis_start(cycle);
+    }
     return rc;
 }
 

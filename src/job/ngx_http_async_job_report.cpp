@@ -67,7 +67,11 @@ static ngx_int_t ngx_http_async_job_snapshot(ngx_http_request_t *r, void **data,
             out.counters = t->counters;
             out.redis = zone->redis_conf != nullptr;
             if (out.redis) {
-                const ngx_http_async_redis_stats_t &rs = zone->sh->redis;
+                // zones of one endpoint share their first zone's numbers
+                const ngx_http_async_redis_stats_t &rs =
+                    zone->redis != nullptr && zone->redis->stats != nullptr
+                        ? *zone->redis->stats
+                        : zone->sh->redis;
                 out.address = zone->redis_conf->address;
                 out.state = zone->redis != nullptr ? zone->redis->cmd.state
                                                    : redis_link_state::down;

@@ -328,6 +328,9 @@ ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf)
     if (amcf->job_zones.nelts == 0) {
         return NGX_OK;
     }
+    if (ngx_http_async_job_redis_check(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
     return ngx_http_async_job_capture_init(cf);
 }
 

@@ -352,7 +352,7 @@ ngx_http_async_job_redis_write(ngx_http_async_job_zone_t *zone, uint32_t index,
                           rank.data(),
                           ttl.data(),
                           lease.data(),
-                          reinterpret_cast<char *>(zone->redis->channel.data),
+                          reinterpret_cast<char *>(zone->redis_channel.data),
                           v.id,
                           state.data(),
                           reason.data(),
@@ -375,7 +375,7 @@ ngx_http_async_job_redis_write(ngx_http_async_job_zone_t *zone, uint32_t index,
         rank.size(),
         ttl.size(),
         lease.size(),
-        zone->redis->channel.len,
+        zone->redis_channel.len,
         async::id_chars,
         state.size(),
         reason.size(),
@@ -550,12 +550,6 @@ static void ngx_http_async_job_redis_tick(ngx_event_t *ev)
     if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
         ngx_add_timer(ev, lease_renewal);
     }
-}
-
-static void ngx_http_async_job_redis_ready(void *data)
-{
-    ngx_http_async_job_redis_sync(
-        static_cast<ngx_http_async_job_zone_t *>(data), false, true);
 }
 
 // --- answering requests
@@ -765,7 +759,7 @@ static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
                           k.lease,
                           now.data(),
                           ttl.data(),
-                          reinterpret_cast<char *>(zone->redis->channel.data),
+                          reinterpret_cast<char *>(zone->redis_channel.data),
                           op->id,
                           result ? "1" : "0"};
     size_t len[] = {4,
@@ -776,7 +770,7 @@ static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
                     k.lease_len,
                     now.size(),
                     ttl.size(),
-                    zone->redis->channel.len,
+                    zone->redis_channel.len,
                     async::id_chars,
                     1};
     if (ngx_http_async_redis_command(
@@ -862,7 +856,7 @@ ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
             k.lease,
             now.data(),
             ttl.data(),
-            reinterpret_cast<char *>(zone->redis->channel.data),
+            reinterpret_cast<char *>(zone->redis_channel.data),
             id};
         size_t len[] = {4,
                         sizeof(delete_script) - 1,
@@ -872,7 +866,7 @@ ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
                         k.lease_len,
                         now.size(),
                         ttl.size(),
-                        zone->redis->channel.len,
+                        zone->redis_channel.len,
                         async::id_chars};
         if (ngx_http_async_redis_command(zone->redis,
                                          ngx_http_async_job_redis_deleted, op,
@@ -977,8 +971,7 @@ static void ngx_http_async_job_redis_expired(ngx_http_async_job_zone_t *zone,
     std::string_view prefix = async::view(zone->redis_conf->prefix);
     std::string_view suffix = "}:lease";
     if (key.size() != prefix.size() + 1 + async::id_chars + suffix.size()
-        || key.substr(0, prefix.size()) != prefix
-        || key[prefix.size()] != '{'
+        || key.substr(0, prefix.size()) != prefix || key[prefix.size()] != '{'
         || key.substr(key.size() - suffix.size()) != suffix) {
         return;
     }
@@ -997,16 +990,28 @@ static void ngx_http_async_job_redis_expired(ngx_http_async_job_zone_t *zone,
             std::string_view ttl =
                 ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
             const char *argv[] = {
-                "EVAL",     read_script, "3",       k.meta, k.result, k.lease,
-                now.data(), ttl.data(),
-                reinterpret_cast<char *>(zone->redis->channel.data), op->id,
+                "EVAL",
+                read_script,
+                "3",
+                k.meta,
+                k.result,
+                k.lease,
+                now.data(),
+                ttl.data(),
+                reinterpret_cast<char *>(zone->redis_channel.data),
+                op->id,
                 "0"};
-            size_t len[] = {4,          sizeof(read_script) - 1,
-                            1,          k.meta_len,
-                            k.result_len, k.lease_len,
-                            now.size(), ttl.size(),
-                            zone->redis->channel.len,
-                            async::id_chars, 1};
+            size_t len[] = {4,
+                            sizeof(read_script) - 1,
+                            1,
+                            k.meta_len,
+                            k.result_len,
+                            k.lease_len,
+                            now.size(),
+                            ttl.size(),
+                            zone->redis_channel.len,
+                            async::id_chars,
+                            1};
             (void) ngx_http_async_redis_command(zone->redis, nullptr, nullptr,
                                                 11, argv, len);
             return;
@@ -1014,15 +1019,10 @@ static void ngx_http_async_job_redis_expired(ngx_http_async_job_zone_t *zone,
     }
 }
 
-static void ngx_http_async_job_redis_message(void *data,
-                                             std::string_view channel,
-                                             std::string_view msg)
+static void
+ngx_http_async_job_redis_zone_message(ngx_http_async_job_zone_t *zone,
+                                      std::string_view msg)
 {
-    auto *zone = static_cast<ngx_http_async_job_zone_t *>(data);
-    if (channel != async::view(zone->redis->channel)) {
-        ngx_http_async_job_redis_expired(zone, msg);
-        return;
-    }
     if (msg.size() != 1 + async::id_chars) {
         return;
     }
@@ -1068,6 +1068,84 @@ static void ngx_http_async_job_redis_message(void *data,
     }
 }
 
+// --- endpoints: one client per worker per Redis
+// -------------------------------
+
+// The zones of one endpoint (address, db, password, timeout) share this
+// worker's client: one command and one subscriber connection.
+struct ngx_http_async_job_redis_endpoint_t {
+    ngx_http_async_redis_t client;
+    ngx_array_t zones;    // ngx_http_async_job_zone_t *
+    ngx_array_t channels; // ngx_str_t
+};
+
+static ngx_array_t *ngx_http_async_job_redis_endpoints; // this worker's
+
+static bool ngx_http_async_job_redis_same(const ngx_http_async_redis_conf_t *a,
+                                          const ngx_http_async_redis_conf_t *b)
+{
+    return async::view(a->address) == async::view(b->address) && a->db == b->db
+           && a->timeout == b->timeout
+           && async::view(a->password) == async::view(b->password);
+}
+
+template <class F>
+static void ngx_http_async_job_redis_zones(void *data, F &&f)
+{
+    auto *ep = static_cast<ngx_http_async_job_redis_endpoint_t *>(data);
+    auto **zones = static_cast<ngx_http_async_job_zone_t **>(ep->zones.elts);
+    for (ngx_uint_t i = 0; i < ep->zones.nelts; i++) {
+        f(zones[i]);
+    }
+}
+
+static void ngx_http_async_job_redis_message(void *data,
+                                             std::string_view channel,
+                                             std::string_view msg)
+{
+    bool expired = channel.substr(0, 11) == "__keyevent@";
+    ngx_http_async_job_redis_zones(data, [&](ngx_http_async_job_zone_t *z) {
+        if (expired) {
+            ngx_http_async_job_redis_expired(z, msg);
+        } else if (channel == async::view(z->redis_channel)) {
+            ngx_http_async_job_redis_zone_message(z, msg);
+        }
+    });
+}
+
+static void ngx_http_async_job_redis_ready(void *data)
+{
+    ngx_http_async_job_redis_zones(data, [](ngx_http_async_job_zone_t *z) {
+        ngx_http_async_job_redis_sync(z, false, true);
+    });
+}
+
+ngx_int_t ngx_http_async_job_redis_check(ngx_conf_t *cf)
+{
+    auto *amcf = static_cast<ngx_http_async_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_async_module));
+    auto **zones =
+        static_cast<ngx_http_async_job_zone_t **>(amcf->job_zones.elts);
+    for (ngx_uint_t i = 0; i < amcf->job_zones.nelts; i++) {
+        for (ngx_uint_t j = 0; j < i; j++) {
+            const ngx_http_async_redis_conf_t *a = zones[i]->redis_conf;
+            const ngx_http_async_redis_conf_t *b = zones[j]->redis_conf;
+            if (a != nullptr && b != nullptr
+                && async::view(a->address) == async::view(b->address)
+                && a->db == b->db
+                && async::view(a->prefix) == async::view(b->prefix)) {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "async_job_zone \"%V\" and \"%V\" share redis "
+                              "%V, redis_db and redis_prefix: give each its "
+                              "own redis_prefix",
+                              &zones[j]->name, &zones[i]->name, &a->address);
+                return NGX_ERROR;
+            }
+        }
+    }
+    return NGX_OK;
+}
+
 // --- a worker's start and exit
 // ---------------------------------------------------------
 
@@ -1080,50 +1158,106 @@ ngx_int_t ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
     }
     zone->recent_final = static_cast<char(*)[async::id_chars]>(
         ngx_pcalloc(cycle->pool, recent_finals * async::id_chars));
-    if (zone->recent_final == nullptr) {
-        return NGX_ERROR;
-    }
-    auto *client = async::pool_calloc<ngx_http_async_redis_t>(cycle->pool);
     auto *tick =
         async::pool_calloc<ngx_http_async_job_redis_tick_t>(cycle->pool);
-    if (client == nullptr || tick == nullptr) {
-        return NGX_ERROR;
-    }
     const ngx_str_t &prefix = zone->redis_conf->prefix;
-    client->channel.data =
+    zone->redis_channel.data =
         static_cast<u_char *>(ngx_pnalloc(cycle->pool, prefix.len + 8));
-    if (client->channel.data == nullptr) {
+    if (zone->recent_final == nullptr || tick == nullptr
+        || zone->redis_channel.data == nullptr) {
         return NGX_ERROR;
     }
-    client->channel.len = static_cast<size_t>(
-        ngx_sprintf(client->channel.data, "%Vevents%Z", &prefix)
-        - client->channel.data - 1);
-    // "__keyevent@DB__:expired": a lease that ran out wakes long-polls
-    client->channel2.data =
-        static_cast<u_char *>(ngx_pnalloc(cycle->pool, 64));
-    if (client->channel2.data == nullptr) {
+    zone->redis_channel.len = static_cast<size_t>(
+        ngx_sprintf(zone->redis_channel.data, "%Vevents%Z", &prefix)
+        - zone->redis_channel.data - 1);
+
+    if (ngx_http_async_job_redis_endpoints == nullptr) {
+        ngx_http_async_job_redis_endpoints = ngx_array_create(
+            cycle->pool, 2, sizeof(ngx_http_async_job_redis_endpoint_t *));
+        if (ngx_http_async_job_redis_endpoints == nullptr) {
+            return NGX_ERROR;
+        }
+    }
+    auto **eps = static_cast<ngx_http_async_job_redis_endpoint_t **>(
+        ngx_http_async_job_redis_endpoints->elts);
+    ngx_http_async_job_redis_endpoint_t *ep = nullptr;
+    for (ngx_uint_t i = 0; i < ngx_http_async_job_redis_endpoints->nelts; i++) {
+        if (ngx_http_async_job_redis_same(eps[i]->client.conf,
+                                          zone->redis_conf)) {
+            ep = eps[i];
+        }
+    }
+    if (ep == nullptr) {
+        ep = async::pool_calloc<ngx_http_async_job_redis_endpoint_t>(
+            cycle->pool);
+        auto **slot = static_cast<ngx_http_async_job_redis_endpoint_t **>(
+            ngx_array_push(ngx_http_async_job_redis_endpoints));
+        if (ep == nullptr || slot == nullptr
+            || ngx_array_init(&ep->zones, cycle->pool, 2,
+                              sizeof(ngx_http_async_job_zone_t *))
+                   != NGX_OK
+            || ngx_array_init(&ep->channels, cycle->pool, 3, sizeof(ngx_str_t))
+                   != NGX_OK) {
+            return NGX_ERROR;
+        }
+        *slot = ep;
+        ngx_http_async_redis_t *client = &ep->client;
+        client->conf = zone->redis_conf;
+        client->name = zone->name;
+        client->log = cycle->log;
+        // the endpoint's numbers are kept in its first zone
+        client->stats = &zone->sh->redis;
+        client->on_message = ngx_http_async_job_redis_message;
+        client->on_ready = ngx_http_async_job_redis_ready;
+        client->data = ep;
+        // "__keyevent@DB__:expired": a lease that ran out wakes long-polls
+        auto *expired = static_cast<ngx_str_t *>(ngx_array_push(&ep->channels));
+        if (expired == nullptr) {
+            return NGX_ERROR;
+        }
+        expired->data = static_cast<u_char *>(ngx_pnalloc(cycle->pool, 64));
+        if (expired->data == nullptr) {
+            return NGX_ERROR;
+        }
+        expired->len = static_cast<size_t>(
+            ngx_sprintf(expired->data, "__keyevent@%ui__:expired%Z",
+                        zone->redis_conf->db)
+            - expired->data - 1);
+    }
+    auto **z =
+        static_cast<ngx_http_async_job_zone_t **>(ngx_array_push(&ep->zones));
+    auto *channel = static_cast<ngx_str_t *>(ngx_array_push(&ep->channels));
+    if (z == nullptr || channel == nullptr) {
         return NGX_ERROR;
     }
-    client->channel2.len = static_cast<size_t>(
-        ngx_sprintf(client->channel2.data, "__keyevent@%ui__:expired%Z",
-                    zone->redis_conf->db)
-        - client->channel2.data - 1);
-    client->conf = zone->redis_conf;
-    client->name = zone->name;
-    client->log = cycle->log;
-    client->stats = &zone->sh->redis;
-    client->on_message = ngx_http_async_job_redis_message;
-    client->on_ready = ngx_http_async_job_redis_ready;
-    client->data = zone;
-    zone->redis = client;
-    if (ngx_http_async_redis_start(client) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    *z = zone;
+    *channel = zone->redis_channel;
+    zone->redis = &ep->client;
+
     tick->zone = zone;
     async::event_init(&zone->redis_tick, tick, ngx_http_async_job_redis_tick,
                       cycle->log);
     zone->redis_tick.cancelable = 1;
     ngx_add_timer(&zone->redis_tick, lease_renewal);
+    return NGX_OK;
+}
+
+ngx_int_t ngx_http_async_job_redis_start(ngx_cycle_t *cycle)
+{
+    (void) cycle;
+    if (ngx_http_async_job_redis_endpoints == nullptr) {
+        return NGX_OK;
+    }
+    auto **eps = static_cast<ngx_http_async_job_redis_endpoint_t **>(
+        ngx_http_async_job_redis_endpoints->elts);
+    for (ngx_uint_t i = 0; i < ngx_http_async_job_redis_endpoints->nelts; i++) {
+        ngx_http_async_redis_t *client = &eps[i]->client;
+        client->channels = static_cast<ngx_str_t *>(eps[i]->channels.elts);
+        client->nchannels = eps[i]->channels.nelts;
+        if (ngx_http_async_redis_start(client) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
     return NGX_OK;
 }
 
@@ -1135,5 +1269,7 @@ void ngx_http_async_job_redis_exit_process(ngx_http_async_job_zone_t *zone)
     if (zone->redis_tick.timer_set) {
         ngx_del_timer(&zone->redis_tick);
     }
-    ngx_http_async_redis_stop(zone->redis);
+    if (!zone->redis->stopped) { // once per endpoint
+        ngx_http_async_redis_stop(zone->redis);
+    }
 }
