@@ -252,6 +252,22 @@ subtest 'results outlive a restart of both nodes' => sub {
     is($a->get("/jobs/$id/result")->{body}, "slept 0\n", 'result on A');
 };
 
+subtest 'reload of A mid-job: the job ends in the old worker, B sees it' => sub {
+    # longer than the lease: the exiting worker keeps renewing it
+    my ($r, $id) = submit($a, 5);
+    is($r->{status}, 202, 'accepted') or return;
+    my @new = $a->reload;
+    ok(scalar @new, 'A reloaded');
+    ok(ready($a), 'the new worker connects');
+    my $done = AsyncNginx::wait_until(sub {
+        (json_of($b->get("/jobs/$id"))->{status} // '') eq 'completed'
+    }, 10);
+    ok($done, 'completed');
+    is($b->get("/jobs/$id/result")->{body}, "slept 5\n", 'its result on B');
+    ok($a->wait_retired(10), 'the old worker exits');
+    log_clean($a, 'A after the reload');
+};
+
 subtest 'SIGKILL of A mid-job: failed/owner_lost on B' => sub {
     my ($r, $id) = submit($a, 30);
     is($r->{status}, 202, 'accepted') or return;

@@ -218,8 +218,8 @@ ngx_http_async_redis_timer_link(ngx_event_t *ev)
 static void ngx_http_async_redis_reconnect(ngx_event_t *ev)
 {
     ngx_http_async_redis_link_t *link = ngx_http_async_redis_timer_link(ev);
-    if (!link->client->stopped && link->ac == nullptr && !ngx_exiting
-        && !ngx_terminate && !ngx_quit) {
+    // an exiting worker reconnects too: its jobs still write their ends
+    if (!link->client->stopped && link->ac == nullptr) {
         ngx_http_async_redis_connect(link);
     }
 }

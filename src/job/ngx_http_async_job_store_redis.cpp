@@ -342,6 +342,12 @@ ngx_http_async_job_redis_write(ngx_http_async_job_zone_t *zone, uint32_t index,
     std::string_view reason = async::job_reason_name(v.rec.reason);
     size_t ct = has_result ? v.rec.content_type_len : 0;
     size_t body = has_result ? v.rec.result_bytes - ct : 0;
+    const char *type_arg = "";
+    const char *body_arg = "";
+    if (result != nullptr) {
+        type_arg = reinterpret_cast<char *>(result);
+        body_arg = type_arg + ct;
+    }
 
     const char *argv[] = {"EVAL",
                           write_script,
@@ -361,9 +367,8 @@ ngx_http_async_job_redis_write(ngx_http_async_job_zone_t *zone, uint32_t index,
                           finished.data(),
                           status.data(),
                           owner,
-                          has_result ? reinterpret_cast<char *>(result) : "",
-                          has_result ? reinterpret_cast<char *>(result) + ct
-                                     : "",
+                          type_arg,
+                          body_arg,
                           has_result ? "1" : "0"};
     size_t len[] = {
         4,
@@ -547,9 +552,9 @@ static void ngx_http_async_job_redis_tick(ngx_event_t *ev)
     ngx_http_async_job_zone_t *zone =
         static_cast<ngx_http_async_job_redis_tick_t *>(ev->data)->zone;
     ngx_http_async_job_redis_sync(zone, true, false);
-    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
-        ngx_add_timer(ev, lease_renewal);
-    }
+    // an exiting worker (reload) renews the leases of the jobs it still
+    // runs; the timer is cancelable, so it never holds the worker
+    ngx_add_timer(ev, lease_renewal);
 }
 
 // --- answering requests
