@@ -140,6 +140,13 @@ ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
 
 // --- store=redis (ngx_http_async_job_store_redis.cpp) --------------------
 
+// "PREFIX{TAG}:SUFFIX" (NUL-terminated) into buf: a job's keys have its
+// id as TAG (meta, result, lease); other features may add their own keys
+// and tags. The length; 0 when it does not fit in cap.
+size_t ngx_http_async_job_redis_key(const ngx_http_async_job_zone_t *zone,
+                                    std::string_view tag,
+                                    std::string_view suffix, char *buf,
+                                    size_t cap);
 // Hook: the record at index changed state (insert, start, final); with
 // store=redis it goes to Redis now (or at the next sync if it cannot).
 void ngx_http_async_job_store_changed(ngx_http_async_job_zone_t *zone,

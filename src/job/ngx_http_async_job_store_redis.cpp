@@ -124,20 +124,37 @@ struct ngx_http_async_job_redis_keys_t {
     size_t meta_len, result_len, lease_len;
 };
 
+size_t ngx_http_async_job_redis_key(const ngx_http_async_job_zone_t *zone,
+                                    std::string_view tag,
+                                    std::string_view suffix, char *buf,
+                                    size_t cap)
+{
+    const ngx_str_t &p = zone->redis_conf->prefix;
+    size_t len = p.len + tag.size() + suffix.size() + 3;
+    if (len >= cap) {
+        return 0;
+    }
+    u_char *last = ngx_cpymem(buf, p.data, p.len);
+    *last++ = '{';
+    last = ngx_cpymem(last, tag.data(), tag.size());
+    *last++ = '}';
+    *last++ = ':';
+    last = ngx_cpymem(last, suffix.data(), suffix.size());
+    *last = '\0';
+    return len;
+}
+
 static void ngx_http_async_job_redis_keys(const ngx_http_async_job_zone_t *z,
                                           const char id[async::id_chars],
                                           ngx_http_async_job_redis_keys_t *k)
 {
-    const ngx_str_t &p = z->redis_conf->prefix;
-    auto make = [&](char *out, const char *suffix) {
-        u_char *last =
-            ngx_snprintf(reinterpret_cast<u_char *>(out), 255, "%V{%*s}:%s", &p,
-                         async::id_chars, id, suffix);
-        return static_cast<size_t>(last - reinterpret_cast<u_char *>(out));
-    };
-    k->meta_len = make(k->meta, "meta");
-    k->result_len = make(k->result, "result");
-    k->lease_len = make(k->lease, "lease");
+    std::string_view tag(id, async::id_chars);
+    k->meta_len =
+        ngx_http_async_job_redis_key(z, tag, "meta", k->meta, sizeof(k->meta));
+    k->result_len = ngx_http_async_job_redis_key(z, tag, "result", k->result,
+                                                 sizeof(k->result));
+    k->lease_len = ngx_http_async_job_redis_key(z, tag, "lease", k->lease,
+                                                sizeof(k->lease));
 }
 
 static std::string_view ngx_http_async_job_redis_num(char *buf, uint64_t n)
