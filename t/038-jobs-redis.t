@@ -150,6 +150,8 @@ subtest 'submit on A; status, long-poll wake, result and DELETE on B' => sub {
     is(json_of($w)->{status}, 'completed', 'the long-poll on B is woken');
     cmp_ok($waited, '<', 10, 'by the end of the job, not the wait');
     is(json_of($w)->{href_result}, "/jobs/$id/result", 'href_result');
+    is_deeply(json_of($w), json_of($b->get("/jobs/$id")),
+        'the woken answer (from the end message) is what a read answers');
 
     my $res = $b->get("/jobs/$id/result");
     is($res->{status}, 200, 'B replays the result');

@@ -11,8 +11,10 @@
 //                      the end (and ttl after the last renewal before it)
 //   PREFIX{ID}:result  the body of a completed job; same expiry
 //   PREFIX{ID}:lease   the owner's lease while the job is queued or running
-// Channel PREFIX events: "F<ID>" a job reached a final state, "C<ID>" a
-// DELETE asks the owner to cancel the run.
+// Channel PREFIX events: "F<ID>\nSTATE REASON CREATED STARTED FINISHED
+// RESULT_STATUS" a job reached a final state (what a long-poll answers,
+// without reading the job again), "C<ID>" a DELETE asks the owner to
+// cancel the run.
 //
 // Each script is atomic; the rank (0 queued, 1 running, 2 final) only goes
 // up and the first final state wins, so writes from several connections
@@ -47,7 +49,9 @@ static const char write_script[] =
     "    redis.call('HSET', KEYS[1], 'content_type', ARGV[13])\n"
     "  end\n"
     "  redis.call('DEL', KEYS[3])\n"
-    "  redis.call('PUBLISH', ARGV[4], 'F' .. ARGV[5])\n"
+    "  redis.call('PUBLISH', ARGV[4], 'F' .. ARGV[5] .. '\\n' .. ARGV[6]\n"
+    "    .. ' ' .. (ARGV[7] ~= '' and ARGV[7] or '-') .. ' ' .. ARGV[8]\n"
+    "    .. ' ' .. ARGV[9] .. ' ' .. ARGV[10] .. ' ' .. ARGV[11])\n"
     "else\n"
     "  redis.call('SET', KEYS[3], ARGV[12], 'PX', ARGV[3])\n"
     "end\n"
@@ -62,7 +66,10 @@ static const char read_script[] =
     "  redis.call('HSET', KEYS[1], 'rank', '2', 'state', 'failed',\n"
     "    'reason', 'owner_lost', 'finished', ARGV[1])\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "  redis.call('PUBLISH', ARGV[3], 'F' .. ARGV[4])\n"
+    "  local f = redis.call('HMGET', KEYS[1], 'created', 'started')\n"
+    "  redis.call('PUBLISH', ARGV[3], 'F' .. ARGV[4]\n"
+    "    .. '\\nfailed owner_lost ' .. (f[1] or '0') .. ' '\n"
+    "    .. (f[2] or '0') .. ' ' .. ARGV[1] .. ' 0')\n"
     "end\n"
     "local m = redis.call('HGETALL', KEYS[1])\n"
     "if ARGV[5] == '1' then\n"
@@ -84,7 +91,10 @@ static const char delete_script[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "redis.call('DEL', KEYS[3])\n"
     "redis.call('PUBLISH', ARGV[3], 'C' .. ARGV[4])\n"
-    "redis.call('PUBLISH', ARGV[3], 'F' .. ARGV[4])\n"
+    "local f = redis.call('HMGET', KEYS[1], 'created', 'started')\n"
+    "redis.call('PUBLISH', ARGV[3], 'F' .. ARGV[4]\n"
+    "  .. '\\ncancelled cancelled ' .. (f[1] or '0') .. ' '\n"
+    "  .. (f[2] or '0') .. ' ' .. ARGV[1] .. ' 0')\n"
     "if st == 'running' then return redis.call('HGETALL', KEYS[1]) end\n"
     "return 1\n";
 
@@ -1041,14 +1051,56 @@ static void ngx_http_async_job_redis_expired(ngx_http_async_job_zone_t *zone,
     }
 }
 
+// "\nSTATE REASON CREATED STARTED FINISHED RESULT_STATUS" of an "F"
+// message into a view; false when it is not that.
+static bool ngx_http_async_job_redis_final(std::string_view s,
+                                           std::string_view id,
+                                           ngx_http_async_job_view_t *v)
+{
+    if (s.empty() || s.front() != '\n') {
+        return false;
+    }
+    s.remove_prefix(1);
+    std::string_view f[6];
+    for (auto &field : f) {
+        size_t sp = s.find(' ');
+        field = s.substr(0, sp);
+        s = sp == std::string_view::npos ? std::string_view()
+                                         : s.substr(sp + 1);
+    }
+    if (f[5].empty()) {
+        return false;
+    }
+    auto num = [](std::string_view t) {
+        uint64_t n = 0;
+        for (char c : t) {
+            if (c < '0' || c > '9') {
+                break;
+            }
+            n = n * 10 + static_cast<uint64_t>(c - '0');
+        }
+        return n;
+    };
+    ngx_memzero(v, sizeof(*v));
+    ngx_memcpy(v->id, id.data(), async::id_chars);
+    v->rec.state = ngx_http_async_job_redis_state(f[0]);
+    v->rec.reason = f[1] == "-" ? async::job_reason::none
+                                : ngx_http_async_job_redis_reason(f[1]);
+    v->rec.created_ms = num(f[2]);
+    v->rec.started_ms = num(f[3]);
+    v->rec.finished_ms = num(f[4]);
+    v->rec.result_status = static_cast<uint16_t>(num(f[5]));
+    return async::job_final(v->rec.state);
+}
+
 static void
 ngx_http_async_job_redis_zone_message(ngx_http_async_job_zone_t *zone,
                                       std::string_view msg)
 {
-    if (msg.size() != 1 + async::id_chars) {
+    if (msg.size() < 1 + async::id_chars) {
         return;
     }
-    std::string_view id = msg.substr(1);
+    std::string_view id = msg.substr(1, async::id_chars);
     if (msg[0] == 'C') {
         // a DELETE on any node: the owner stops the run
         uint8_t raw[async::id_bytes];
@@ -1079,6 +1131,9 @@ ngx_http_async_job_redis_zone_message(ngx_http_async_job_zone_t *zone,
             ngx_queue_insert_tail(&ready, &op->link);
         }
     }
+    ngx_http_async_job_view_t v;
+    bool final =
+        ngx_http_async_job_redis_final(msg.substr(1 + async::id_chars), id, &v);
     while (!ngx_queue_empty(&ready)) {
         auto *op = ngx_queue_data(ngx_queue_head(&ready),
                                   ngx_http_async_job_redis_op_t, link);
@@ -1086,12 +1141,18 @@ ngx_http_async_job_redis_zone_message(ngx_http_async_job_zone_t *zone,
         op->parked = false;
         ngx_http_async_job_redis_unpark(op);
         op->wait = 0;
-        ngx_http_async_job_redis_read(op);
+        if (final && op->r != nullptr) {
+            // the message is the answer: no read of the job
+            ngx_http_async_job_redis_op_done(
+                op,
+                ngx_http_async_job_send_status(op->r, zone, &v, NGX_HTTP_OK));
+        } else {
+            ngx_http_async_job_redis_read(op);
+        }
     }
 }
 
-// --- endpoints: one client per worker per Redis
-// -------------------------------
+// --- endpoints: one client per worker per Redis ------------------------------
 
 // The zones of one endpoint (address, db, password, timeout) share this
 // worker's client: one command and one subscriber connection.
