@@ -29,7 +29,9 @@ ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
 
 # Debian packages each step needs, by step.
 BUILD_PACKAGES=(nginx nginx-dev g++ make libssl-dev libpcre2-dev zlib1g-dev
-                libsimdjson-dev)
+                libsimdjson-dev
+                # store=redis: hiredis's async API (0.14 on Debian 12)
+                libhiredis-dev)
 TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                libtext-diff-perl liblist-moreutils-perl libipc-run-perl
                libwww-perl curl
@@ -40,7 +42,9 @@ TEST_PACKAGES=(libcmocka-dev libnginx-mod-http-echo libtest-base-perl
                # a few seconds of every libFuzzer target (cmd_fuzz)
                clang libclang-rt-14-dev llvm
                # HTTP/2 and HTTP/3 clients (t/060-http2.t, t/061-http3.t)
-               nghttp2-client ngtcp2-client python3-h2 openssl)
+               nghttp2-client ngtcp2-client python3-h2 openssl
+               # store=redis suites start their own (t/070, t/071)
+               redis-server redis-tools)
 # The sanitizer build and the fuzzers use clang (libFuzzer; one runtime for
 # ASan and UBSan); gcc's runtimes (ASAN_CC=gcc) come with g++.
 # llvm: llvm-symbolizer, for file:line in clang's sanitizer reports.

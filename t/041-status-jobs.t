@@ -31,7 +31,7 @@ sub job_zone {
 my $z = job_zone();
 is_deeply($z, { queued => 0, running => 0, completed => 0, failed => 0,
     cancelled => 0, expired => 0, stored_bytes => 0, max_result => 4096,
-    totals => { submitted => 0, rejected => 0, completed => 0, failed => 0,
+    store => 'shm', totals => { submitted => 0, rejected => 0, completed => 0, failed => 0,
         cancelled => 0 } }, 'an empty job zone');
 
 # active=1 length=2: one runs, two wait, two are turned away

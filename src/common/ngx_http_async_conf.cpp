@@ -74,6 +74,12 @@ static bool ngx_http_async_conf_read(const ngx_http_async_conf_param_t &p,
             *static_cast<size_t *>(field) = static_cast<size_t>(n);
             return true;
         }
+        case conf_param_kind::string:
+            if (v.size() < p.min || v.size() > p.max) {
+                return false;
+            }
+            *static_cast<ngx_str_t *>(field) = s;
+            return true;
         case conf_param_kind::zone: {
             auto *zone = static_cast<ngx_http_async_zone_spec_t *>(field);
             ngx_http_async_zone_spec_t spec;

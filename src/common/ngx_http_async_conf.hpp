@@ -21,7 +21,8 @@ enum class conf_param_kind : uint8_t {
     number, // ngx_atoi: ngx_uint_t
     msec,   // ngx_parse_time(s, 0): ngx_msec_t
     size,   // ngx_parse_size: size_t
-    zone    // NAME:SIZE as limit_req_zone reads it: ngx_http_async_zone_spec_t
+    zone,   // NAME:SIZE as limit_req_zone reads it: ngx_http_async_zone_spec_t
+    string  // the text after "=", min..max bytes long: ngx_str_t
 };
 
 struct ngx_http_async_zone_spec_t {

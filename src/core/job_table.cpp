@@ -80,10 +80,32 @@ std::string_view job_reason_name(job_reason r) noexcept
             return "cancelled";
         case job_reason::truncated:
             return "truncated";
+        case job_reason::owner_lost:
+            return "owner_lost";
+        case job_reason::store_unavailable:
+            return "store_unavailable";
         case job_reason::none:
             break;
     }
     return "";
+}
+
+void job_table_mark_dirty(job_table *t, uint32_t index) noexcept
+{
+    job_record &rec = t->records()[index];
+    if (rec.store_dirty == 0) {
+        rec.store_dirty = 1;
+        t->store_dirty++;
+    }
+}
+
+void job_table_mark_clean(job_table *t, uint32_t index) noexcept
+{
+    job_record &rec = t->records()[index];
+    if (rec.store_dirty != 0) {
+        rec.store_dirty = 0;
+        t->store_dirty--;
+    }
 }
 
 size_t job_table_bytes(uint32_t capacity)
@@ -134,6 +156,8 @@ uint32_t job_table_insert(job_table *t, const uint8_t id[id_bytes],
     rec.created_ms = now_ms;
     rec.queue_node = UINT32_MAX;
     rec.state = job_state::queued;
+    rec.store_dirty = 1;
+    t->store_dirty++;
 
     uint32_t *head = &t->heads()[bucket_of(t, id)];
     rec.next = *head;
@@ -172,6 +196,7 @@ bool job_table_start(job_table *t, uint32_t index, uint64_t now_ms)
     count_move(t, rec.state, job_state::running);
     rec.state = job_state::running;
     rec.started_ms = now_ms;
+    job_table_mark_dirty(t, index);
     rec.queue_node = UINT32_MAX;
     return true;
 }
@@ -193,6 +218,7 @@ bool job_table_finish(job_table *t, uint32_t index, job_state state,
     rec.expires_ms = now_ms + ttl_ms;
     rec.queue_node = UINT32_MAX;
     t->changes++;
+    job_table_mark_dirty(t, index);
     switch (state) {
         case job_state::completed:
             t->counters.completed++;
@@ -227,6 +253,7 @@ void job_table_remove(job_table *t, uint32_t index)
     unlink(t, index);
     t->stored_bytes -= rec.result_bytes;
     count_move(t, rec.state, job_state::free);
+    job_table_mark_clean(t, index);
     uint32_t generation = rec.generation;
     rec = job_record{};
     rec.generation = generation;

@@ -42,7 +42,9 @@ enum class job_reason : uint8_t {
     upstream_error,   // the response ended before it was complete
     internal_error,   // the job could not be started
     cancelled,        // DELETE
-    truncated         // the body ended before its Content-Length/last chunk
+    truncated,        // the body ended before its Content-Length/last chunk
+    owner_lost,       // store=redis: the owner's lease ran out
+    store_unavailable // store=redis: Redis could not take the job
 };
 
 std::string_view job_state_name(job_state s) noexcept;
@@ -66,7 +68,8 @@ struct job_record {
     uint16_t content_type_len; // first bytes of the stored result
     job_state state;
     job_reason reason;
-    uint8_t pad[6];
+    uint8_t store_dirty; // changed since the external store last took it
+    uint8_t pad[5];
 };
 
 struct job_counters {
@@ -86,7 +89,7 @@ struct job_table {
     uint64_t stored_bytes;
     uint64_t changes;           // bumped by every final transition and removal
     uint32_t count[job_states]; // records by state
-    uint32_t pad;
+    uint32_t store_dirty;       // records with store_dirty set
     job_counters counters;
 
     uint32_t *heads() { return reinterpret_cast<uint32_t *>(this + 1); }
@@ -125,6 +128,11 @@ uint32_t job_table_find(const job_table *t, const uint8_t id[id_bytes],
                         uint64_t now_ms);
 
 // queued -> running; false if the job is not queued (cancelled meanwhile).
+// An external store (store=redis) mirrors the table: every transition marks
+// its record dirty; the glue clears the mark when it has sent the record,
+// and marks it again when the store did not take it.
+void job_table_mark_dirty(job_table *t, uint32_t index) noexcept;
+void job_table_mark_clean(job_table *t, uint32_t index) noexcept;
 bool job_table_start(job_table *t, uint32_t index, uint64_t now_ms);
 
 // Any unfinished state -> a final one; false if it was final already.

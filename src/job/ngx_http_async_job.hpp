@@ -10,6 +10,7 @@
 #pragma once
 
 #include "ngx_http_async_module.hpp"
+#include "common/ngx_http_async_redis.hpp"
 #include "common/ngx_http_async_status_section.hpp"
 #include "common/ngx_http_async_wake.hpp"
 #include "common/ngx_http_async_zone.hpp"
@@ -40,6 +41,7 @@ struct ngx_http_async_job_shared_t {
     uint64_t table_offset;    // of the job table from the slab pool's start
     uint64_t progress_offset; // of the progress slots; 0: none yet
     uint64_t keys_offset;     // of the idempotency keys; 0: none yet
+    ngx_http_async_redis_stats_t redis; // store=redis
 };
 
 struct ngx_http_async_job_run_t;
@@ -72,6 +74,16 @@ struct ngx_http_async_job_zone_t : ngx_http_async_zone_t {
     uint64_t seen_changes;     // of the table, by the waiters' scan
     uint64_t run_seen_changes; // of the table, by the runs' scan
     time_t last_full_log;
+
+    // store=redis (ngx_http_async_job_store_redis.cpp)
+    ngx_http_async_redis_conf_t *redis_conf; // nullptr: store=shm
+    ngx_http_async_redis_t *redis;           // this worker's client (shared
+                                             // by zones of one endpoint)
+    ngx_str_t redis_channel;                 // PREFIXevents
+    ngx_queue_t remote_waiters;              // long-polls woken by pub/sub
+    char (*recent_final)[async::id_chars];   // ring of the last "F" ids
+    ngx_uint_t recent_next;
+    ngx_event_t redis_tick; // lease renewal and resync
 };
 
 // One async_job / async_job_status / async_job_callback location.
@@ -135,6 +147,52 @@ ngx_http_async_job_zone_t *ngx_http_async_job_zone_ref(ngx_conf_t *cf,
                                                        ngx_str_t *name,
                                                        ngx_str_t directive);
 
+// --- store=redis (ngx_http_async_job_store_redis.cpp) --------------------
+
+// "PREFIX{TAG}:SUFFIX" (NUL-terminated) into buf: a job's keys have its
+// id as TAG (meta, result, lease); other features may add their own keys
+// and tags. The length; 0 when it does not fit in cap.
+size_t ngx_http_async_job_redis_key(const ngx_http_async_job_zone_t *zone,
+                                    std::string_view tag,
+                                    std::string_view suffix, char *buf,
+                                    size_t cap);
+// Hook: the record at index changed state (insert, start, final); with
+// store=redis it goes to Redis now (or at the next sync if it cannot).
+void ngx_http_async_job_store_changed(ngx_http_async_job_zone_t *zone,
+                                      uint32_t index);
+// Hook for job locations: NGX_OK, or a 503 + Retry-After was sent (the
+// store is Redis and it is unavailable); returns what sending returned.
+ngx_int_t ngx_http_async_job_store_check(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone);
+// Hook of the status location with store=redis: status, ?wait= long-poll,
+// /result and DELETE answered from Redis. NGX_DONE or an answer's rc.
+ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const char id[async::id_chars],
+                                         bool result, ngx_msec_t wait);
+// Hook of the submit with store=redis: the job is attached; the 202 (or the
+// wait) follows once Redis has the job, a 503 if it cannot take it.
+void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
+                                        ngx_http_async_job_zone_t *zone,
+                                        const ngx_http_async_job_view_t *v,
+                                        ngx_msec_t wait,
+                                        bool preference_applied);
+// Ends an unfinished job with state/reason (as a local DELETE does) and
+// wakes its owner, which stops the run.
+void ngx_http_async_job_local_cancel(ngx_http_async_job_zone_t *zone,
+                                     uint32_t index, uint32_t generation,
+                                     async::job_state state,
+                                     async::job_reason reason);
+// A worker's start: each zone joins the client of its endpoint (address,
+// db, password, timeout); then the clients connect.
+ngx_int_t
+ngx_http_async_job_redis_init_process(ngx_cycle_t *cycle,
+                                      ngx_http_async_job_zone_t *zone);
+ngx_int_t ngx_http_async_job_redis_start(ngx_cycle_t *cycle);
+// Two store=redis zones on one endpoint with one prefix would share keys.
+ngx_int_t ngx_http_async_job_redis_check(ngx_conf_t *cf);
+void ngx_http_async_job_redis_exit_process(ngx_http_async_job_zone_t *zone);
+
 // --- runner (_job_run.cpp, _job_copy.cpp, _job_conn.cpp) ----------------
 
 // Takes a copy of r's request for a job; the run is parked or ready.
@@ -197,6 +255,11 @@ ngx_int_t ngx_http_async_job_send_result(ngx_http_request_t *r,
                                          ngx_http_async_job_zone_t *zone,
                                          const ngx_http_async_job_view_t *v);
 ngx_int_t ngx_http_async_job_send_not_found(ngx_http_request_t *r);
+// A result read from elsewhere (store=redis) replayed as send_result does.
+ngx_int_t ngx_http_async_job_send_stored(ngx_http_request_t *r,
+                                         const ngx_http_async_job_view_t *v,
+                                         ngx_uint_t status, ngx_str_t type,
+                                         ngx_str_t body);
 
 // --- idempotent submits (ngx_http_async_job_idempotency.cpp) -------------
 

@@ -254,3 +254,17 @@ ngx_int_t ngx_http_async_job_send_result(ngx_http_request_t *r,
     }
     return ngx_http_async_job_send_body(r, status, type, body);
 }
+
+ngx_int_t ngx_http_async_job_send_stored(ngx_http_request_t *r,
+                                         const ngx_http_async_job_view_t *v,
+                                         ngx_uint_t status, ngx_str_t type,
+                                         ngx_str_t body)
+{
+    auto *ctx = ngx_http_async_job_ctx(r, true);
+    if (ctx != nullptr) {
+        ngx_memcpy(ctx->id, v->id, async::id_chars);
+        ctx->has_id = true;
+        ctx->state = v->rec.state;
+    }
+    return ngx_http_async_job_send_body(r, status, type, body);
+}

@@ -47,7 +47,8 @@ ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle)
         if (zone->table == nullptr || rc != NGX_OK) {
             return;
         }
-        if (ngx_http_async_job_worker_tables(cycle, zone) != NGX_OK) {
+        if (ngx_http_async_job_worker_tables(cycle, zone) != NGX_OK
+            || ngx_http_async_job_redis_init_process(cycle, zone) != NGX_OK) {
             rc = NGX_ERROR;
             return;
         }
@@ -66,6 +67,9 @@ ngx_int_t ngx_http_async_job_init_process(ngx_cycle_t *cycle)
             ngx_http_async_job_wake_all(zone);
         }
     });
+    if (rc == NGX_OK) {
+        rc = ngx_http_async_job_redis_start(cycle);
+    }
     return rc;
 }
 
@@ -77,6 +81,7 @@ void ngx_http_async_job_exit_process(ngx_cycle_t *cycle)
         return;
     }
     ngx_http_async_job_runs_exit(cycle);
+    ngx_http_async_job_zones_each(cycle, ngx_http_async_job_redis_exit_process);
 }
 
 // Safety timer: jobs and slots of processes that vanished, expired jobs.

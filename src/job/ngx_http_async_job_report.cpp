@@ -15,6 +15,16 @@ struct ngx_http_async_job_snapshot_t {
     uint64_t stored_bytes; // result bytes held in the zone now
     uint64_t max_result;   // the largest result a job may store
     async::job_counters counters;
+    // store=redis
+    bool redis;
+    ngx_str_t address;
+    redis_link_state state; // of this worker's command link
+    uint64_t connected;     // workers with a ready command link
+    uint64_t subscribed;    // workers with a ready subscriber link
+    uint64_t commands;
+    uint64_t failures;
+    uint64_t outages;
+    async::histogram latency;
 };
 
 using ngx_http_async_job_report_t =
@@ -55,6 +65,23 @@ static ngx_int_t ngx_http_async_job_snapshot(ngx_http_request_t *r, void **data,
             out.stored_bytes = t->stored_bytes;
             out.max_result = zone->sh->max_result;
             out.counters = t->counters;
+            out.redis = zone->redis_conf != nullptr;
+            if (out.redis) {
+                // zones of one endpoint share their first zone's numbers
+                const ngx_http_async_redis_stats_t &rs =
+                    zone->redis != nullptr && zone->redis->stats != nullptr
+                        ? *zone->redis->stats
+                        : zone->sh->redis;
+                out.address = zone->redis_conf->address;
+                out.state = zone->redis != nullptr ? zone->redis->cmd.state
+                                                   : redis_link_state::down;
+                out.connected = rs.connected.load(std::memory_order_relaxed);
+                out.subscribed = rs.subscribed.load(std::memory_order_relaxed);
+                out.commands = rs.commands.load(std::memory_order_relaxed);
+                out.failures = rs.failures.load(std::memory_order_relaxed);
+                out.outages = rs.outages.load(std::memory_order_relaxed);
+                out.latency = async::histogram_snapshot(rs.latency);
+            }
         });
     if (rep == nullptr) {
         return NGX_ERROR;
@@ -87,6 +114,27 @@ static void ngx_http_async_job_json(async::json_writer &w, const void *data)
         ngx_http_async_job_json_field(w, "expired", j.counters.expired);
         ngx_http_async_job_json_field(w, "stored_bytes", j.stored_bytes);
         ngx_http_async_job_json_field(w, "max_result", j.max_result);
+        w.key("store");
+        w.string(j.redis ? "redis" : "shm");
+        if (j.redis) {
+            w.key("redis");
+            w.begin_object();
+            w.key("address");
+            w.string(async::view(j.address));
+            w.key("state");
+            w.string(ngx_http_async_redis_state_name(j.state));
+            ngx_http_async_job_json_field(w, "workers_connected", j.connected);
+            ngx_http_async_job_json_field(w, "workers_subscribed",
+                                          j.subscribed);
+            ngx_http_async_job_json_field(w, "commands", j.commands);
+            ngx_http_async_job_json_field(w, "failures", j.failures);
+            ngx_http_async_job_json_field(w, "outages", j.outages);
+            ngx_http_async_job_json_field(w, "latency_count",
+                                          async::histogram_count(j.latency));
+            ngx_http_async_job_json_field(w, "latency_sum_ms",
+                                          j.latency.sum_ms);
+            w.end_object();
+        }
         w.key("totals");
         w.begin_object();
         ngx_http_async_job_json_field(w, "submitted", j.counters.submitted);
@@ -181,6 +229,59 @@ static void ngx_http_async_job_prometheus(async::prometheus_writer &w,
         for (ngx_uint_t i = 0; i < rep->n; i++) {
             w.sample(m.name, {{"zone", async::view(rep->rows[i].name)}},
                      m.value(rep->rows[i]));
+        }
+    }
+
+    // store=redis zones only
+    static constexpr struct {
+        std::string_view name;
+        metric_type type;
+        std::string_view help;
+        uint64_t (*value)(const snapshot &);
+    } redis_metrics[] = {
+        {"nginx_async_job_redis_up", metric_type::gauge,
+         "1 when the answering worker's Redis command link is up.",
+         [](const snapshot &j) -> uint64_t {
+             return j.state == redis_link_state::ready ? 1 : 0;
+         }},
+        {"nginx_async_job_redis_connected_workers", metric_type::gauge,
+         "Workers whose Redis command link is up.",
+         [](const snapshot &j) { return j.connected; }},
+        {"nginx_async_job_redis_subscribed_workers", metric_type::gauge,
+         "Workers whose Redis subscriber link is up.",
+         [](const snapshot &j) { return j.subscribed; }},
+        {"nginx_async_job_redis_commands_total", metric_type::counter,
+         "Redis commands sent.", [](const snapshot &j) { return j.commands; }},
+        {"nginx_async_job_redis_failures_total", metric_type::counter,
+         "Redis commands without a reply (down, timed out).",
+         [](const snapshot &j) { return j.failures; }},
+        {"nginx_async_job_redis_outages_total", metric_type::counter,
+         "Redis connections lost or not made.",
+         [](const snapshot &j) { return j.outages; }},
+    };
+    bool any = false;
+    for (ngx_uint_t i = 0; i < rep->n; i++) {
+        any = any || rep->rows[i].redis;
+    }
+    if (!any) {
+        return;
+    }
+    for (const auto &m : redis_metrics) {
+        w.family(m.name, m.type, m.help);
+        for (ngx_uint_t i = 0; i < rep->n; i++) {
+            if (rep->rows[i].redis) {
+                w.sample(m.name, {{"zone", async::view(rep->rows[i].name)}},
+                         m.value(rep->rows[i]));
+            }
+        }
+    }
+    w.family("nginx_async_job_redis_command_seconds", metric_type::histogram,
+             "Latency of Redis commands, from send to reply.");
+    for (ngx_uint_t i = 0; i < rep->n; i++) {
+        if (rep->rows[i].redis) {
+            w.histogram_seconds(
+                {{"zone", async::view(rep->rows[i].name)}},
+                async::histogram_cumulate(rep->rows[i].latency));
         }
     }
 }

@@ -103,6 +103,7 @@ static void ngx_http_async_job_finish(ngx_http_async_job_run_t *run,
     ngx_http_async_job_zone_t *zone = run->zone;
     uint64_t watchers = 0;
     bool zone_full = false;
+    bool changed = false;
     uint64_t now = ngx_http_async_job_now_ms();
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -132,11 +133,15 @@ static void ngx_http_async_job_finish(ngx_http_async_job_run_t *run,
                     static_cast<uint32_t>(size), static_cast<uint16_t>(ct));
             }
         }
-        async::job_table_finish(zone->table, run->index, state, reason, status,
-                                now, zone->sh->ttl_ms);
+        changed =
+            async::job_table_finish(zone->table, run->index, state, reason,
+                                    status, now, zone->sh->ttl_ms);
         watchers = rec.watchers;
     }
     ngx_shmtx_unlock(&zone->shpool->mutex);
+    if (changed) {
+        ngx_http_async_job_store_changed(zone, run->index); // store hook
+    }
 
     if (zone_full && ngx_time() != zone->last_full_log) {
         zone->last_full_log = ngx_time();
@@ -172,6 +177,7 @@ void ngx_http_async_job_start(ngx_event_t *ev)
         return;
     }
     run->phase = run_phase::running;
+    ngx_http_async_job_store_changed(zone, run->index); // store hook
 
     if (ngx_http_async_job_exchange(run, run->head, run->body, true,
                                     run->method == NGX_HTTP_HEAD, false,

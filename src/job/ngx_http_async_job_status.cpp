@@ -153,8 +153,28 @@ static ngx_int_t ngx_http_async_job_status_handler(ngx_http_request_t *r)
     uint8_t id[async::id_bytes];
     ngx_http_async_job_view_t v;
     // only a well-formed id reaches the shared table
-    if (!path_ok || !async::decode_id(id_text, id)
-        || !ngx_http_async_job_lookup(zone, id, &v)) {
+    if (!path_ok || !async::decode_id(id_text, id)) {
+        return ngx_http_async_job_send_not_found(r);
+    }
+    if (zone->redis_conf != nullptr) {
+        // store=redis hook: every node answers from Redis
+        if ((r->method & NGX_HTTP_DELETE) && result) {
+            if (ngx_http_async_job_add_header(r, async::literal("Allow"),
+                                              async::literal("GET, HEAD"))
+                != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+        ngx_msec_t timeout = 0;
+        if (wait.status == async::wait_status::ok && !result) {
+            timeout = ngx_min(static_cast<ngx_msec_t>(wait.seconds) * 1000,
+                              alcf->job_max_wait);
+        }
+        return ngx_http_async_job_redis_serve(r, zone, id_text.data(), result,
+                                              timeout);
+    }
+    if (!ngx_http_async_job_lookup(zone, id, &v)) {
         return ngx_http_async_job_send_not_found(r);
     }
 

@@ -74,6 +74,12 @@ struct ngx_http_async_job_zone_conf_t {
     size_t max_result;
     ngx_uint_t active;
     ngx_uint_t length;
+    ngx_str_t store;
+    ngx_str_t redis;
+    ngx_uint_t redis_db;
+    ngx_str_t redis_prefix;
+    ngx_msec_t redis_timeout;
+    ngx_str_t redis_password_file;
 };
 
 static const ngx_http_async_conf_param_t ngx_http_async_job_zone_params[] = {
@@ -90,7 +96,87 @@ static const ngx_http_async_conf_param_t ngx_http_async_job_zone_params[] = {
      offsetof(ngx_http_async_job_zone_conf_t, active), 1, 1000000, nullptr},
     {"length", conf_param_kind::number,
      offsetof(ngx_http_async_job_zone_conf_t, length), 0, 1000000, nullptr},
+    {"store", conf_param_kind::string,
+     offsetof(ngx_http_async_job_zone_conf_t, store), 1, 16, nullptr},
+    {"redis", conf_param_kind::string,
+     offsetof(ngx_http_async_job_zone_conf_t, redis), 1, 256, nullptr},
+    {"redis_db", conf_param_kind::number,
+     offsetof(ngx_http_async_job_zone_conf_t, redis_db), 0, 1000000, nullptr},
+    {"redis_prefix", conf_param_kind::string,
+     offsetof(ngx_http_async_job_zone_conf_t, redis_prefix), 0, 64, nullptr},
+    {"redis_timeout", conf_param_kind::msec,
+     offsetof(ngx_http_async_job_zone_conf_t, redis_timeout), 1, 3600 * 1000,
+     nullptr},
+    {"redis_password_file", conf_param_kind::string,
+     offsetof(ngx_http_async_job_zone_conf_t, redis_password_file), 1, 4096,
+     nullptr},
 };
+
+static constexpr ngx_msec_t default_redis_timeout = 1000;
+
+// store=, redis= and the rest: a Redis configuration, or nullptr for shm.
+static char *ngx_http_async_job_store_conf(ngx_conf_t *cf,
+                                           ngx_http_async_job_zone_conf_t *p,
+                                           ngx_http_async_redis_conf_t **out)
+{
+    *out = nullptr;
+    std::string_view store = async::view(p->store);
+    bool redis_params = p->redis.data != nullptr
+                        || p->redis_db != NGX_CONF_UNSET_UINT
+                        || p->redis_prefix.data != nullptr
+                        || p->redis_timeout != NGX_CONF_UNSET_MSEC
+                        || p->redis_password_file.data != nullptr;
+    if (store.empty() || store == "shm") {
+        if (redis_params) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis parameters of \"async_job_zone\" need "
+                               "store=redis");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        return NGX_CONF_OK;
+    }
+    if (store != "redis") {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid store \"%V\" in \"async_job_zone\": "
+                           "shm or redis",
+                           &p->store);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (p->redis.data == nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"async_job_zone\" with store=redis needs "
+                           "redis=ADDRESS");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    auto *conf = async::pool_calloc<ngx_http_async_redis_conf_t>(cf->pool);
+    if (conf == nullptr) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!ngx_http_async_redis_parse_address(cf->pool, p->redis, conf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\" in "
+                           "\"async_job_zone\": IPv4:port, [IPv6]:port or "
+                           "unix:/path (no host names)",
+                           &p->redis);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_conf_init_uint_value(p->redis_db, 0);
+    ngx_conf_init_msec_value(p->redis_timeout, default_redis_timeout);
+    conf->db = p->redis_db;
+    conf->timeout = p->redis_timeout;
+    if (p->redis_prefix.data != nullptr) {
+        conf->prefix = p->redis_prefix;
+    } else {
+        ngx_str_set(&conf->prefix, "async:");
+    }
+    if (p->redis_password_file.data != nullptr
+        && ngx_http_async_redis_read_password(cf, p->redis_password_file, conf)
+               != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    *out = conf;
+    return NGX_CONF_OK;
+}
 
 char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                         void *conf)
@@ -104,8 +190,12 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     p.max_result = NGX_CONF_UNSET_SIZE;
     p.active = NGX_CONF_UNSET_UINT;
     p.length = NGX_CONF_UNSET_UINT;
+    p.redis_db = NGX_CONF_UNSET_UINT;
+    p.redis_timeout = NGX_CONF_UNSET_MSEC;
+    ngx_http_async_redis_conf_t *redis = nullptr;
     if (ngx_http_async_conf_params(cf, 1, ngx_http_async_job_zone_params, &p)
-        != NGX_CONF_OK) {
+            != NGX_CONF_OK
+        || ngx_http_async_job_store_conf(cf, &p, &redis) != NGX_CONF_OK) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     ngx_conf_init_msec_value(p.ttl, default_ttl_ms);
@@ -146,6 +236,7 @@ char *ngx_http_async_job_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     zone->max_result = p.max_result;
     zone->max_active = active;
     zone->length = length;
+    zone->redis_conf = redis;
     return NGX_CONF_OK;
 }
 
@@ -236,6 +327,9 @@ ngx_int_t ngx_http_async_job_init(ngx_conf_t *cf)
     }
     if (amcf->job_zones.nelts == 0) {
         return NGX_OK;
+    }
+    if (ngx_http_async_job_redis_check(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
     return ngx_http_async_job_conn_init(cf);
 }

@@ -18,6 +18,12 @@ static ngx_int_t ngx_http_async_job_submit_handler(ngx_http_request_t *r)
     if (ngx_http_async_job_ctx(r, true) == nullptr) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_async_module));
+    if (alcf->job->zone->redis_conf != nullptr
+        && !ngx_http_async_redis_ready(alcf->job->zone->redis)) {
+        return ngx_http_async_job_store_check(r, alcf->job->zone); // hook
+    }
     ngx_int_t rc =
         ngx_http_read_client_request_body(r, ngx_http_async_job_submit_body);
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -179,6 +185,11 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
     ngx_http_async_job_run_attach(run, index, v.rec.generation, id, node);
     if (a == async::admission::passed) {
         ngx_http_async_job_run_post_start(run);
+    }
+    if (zone->redis_conf != nullptr) {
+        // store=redis hook: the answer follows once Redis has the job
+        ngx_http_async_job_redis_submitted(r, zone, &v, wait, applied);
+        return;
     }
 
     auto *ctx = ngx_http_async_job_ctx(r, true);

@@ -261,6 +261,30 @@ static void test_changes_count_final_transitions_and_removals(void **)
     std::free(t);
 }
 
+static void test_every_transition_marks_the_record_for_the_store(void **)
+{
+    job_table *t = make_table(4);
+    uint8_t id[id_bytes];
+    make_id(id, 1);
+    uint32_t i = job_table_insert(t, id, 0, 1, 10);
+    assert_int_equal(t->records()[i].store_dirty, 1);
+    assert_int_equal(t->store_dirty, 1);
+    job_table_mark_clean(t, i);
+    job_table_mark_clean(t, i); // twice: counted once
+    assert_int_equal(t->store_dirty, 0);
+    job_table_start(t, i, 11);
+    assert_int_equal(t->store_dirty, 1);
+    job_table_mark_clean(t, i);
+    job_table_finish(t, i, job_state::completed, job_reason::none, 200, 12,
+                     ttl);
+    job_table_mark_dirty(t, i); // a failed write marks it again: once
+    assert_int_equal(t->records()[i].store_dirty, 1);
+    assert_int_equal(t->store_dirty, 1);
+    job_table_remove(t, i); // a removed record is nothing to send
+    assert_int_equal(t->store_dirty, 0);
+    std::free(t);
+}
+
 static void test_names_of_states_and_reasons(void **)
 {
     assert_sv_equal(job_state_name(job_state::queued), "queued");
@@ -269,6 +293,9 @@ static void test_names_of_states_and_reasons(void **)
                     "result_too_large");
     assert_sv_equal(job_reason_name(job_reason::worker_lost), "worker_lost");
     assert_sv_equal(job_reason_name(job_reason::none), "");
+    assert_sv_equal(job_reason_name(job_reason::owner_lost), "owner_lost");
+    assert_sv_equal(job_reason_name(job_reason::store_unavailable),
+                    "store_unavailable");
 }
 
 static void test_bytes_leave_records_aligned(void **)
@@ -293,6 +320,7 @@ int main()
         cmocka_unit_test(test_lost_owner_fails_only_its_unfinished_jobs),
         cmocka_unit_test(test_dead_processes_lose_their_jobs),
         cmocka_unit_test(test_changes_count_final_transitions_and_removals),
+        cmocka_unit_test(test_every_transition_marks_the_record_for_the_store),
         cmocka_unit_test(test_names_of_states_and_reasons),
         cmocka_unit_test(test_bytes_leave_records_aligned),
     };
