@@ -177,6 +177,23 @@ void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
                                         const ngx_http_async_job_view_t *v,
                                         ngx_msec_t wait,
                                         bool preference_applied);
+struct ngx_http_async_job_idem_t;
+// idempotency=on with store=redis: claims the key in Redis for a new id
+// and finalizes r: a repeat gets the claimed job's 202 (or 422 for another
+// request, 409 while the claim's job is not in Redis yet); a claim won
+// goes on with ngx_http_async_job_submit_new.
+void ngx_http_async_job_redis_idem_claim(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_idem_t *idem,
+                                         ngx_msec_t wait,
+                                         bool preference_applied);
+// PUT .../progress with store=redis: written to the job's meta hash while
+// it runs; finalizes r (204, 404, 409 or 503).
+void ngx_http_async_job_redis_progress(ngx_http_request_t *r,
+                                       ngx_http_async_job_zone_t *zone,
+                                       const char id[async::id_chars],
+                                       uint8_t percent,
+                                       std::string_view message);
 // Ends an unfinished job with state/reason (as a local DELETE does) and
 // wakes its owner, which stops the run.
 void ngx_http_async_job_local_cancel(ngx_http_async_job_zone_t *zone,
@@ -298,6 +315,14 @@ bool ngx_http_async_job_idem_replay(ngx_http_request_t *r,
                                     ngx_http_async_job_zone_t *zone,
                                     const ngx_http_async_job_idem_t *idem,
                                     ngx_msec_t wait, bool preference_applied);
+
+// The rest of a submit once its body is read and its key (if any) is not
+// a repeat: makes the job, with claimed_id when the key was claimed in
+// Redis for it, and finalizes r.
+void ngx_http_async_job_submit_new(ngx_http_request_t *r,
+                                   const ngx_http_async_job_idem_t *idem,
+                                   ngx_msec_t wait, bool applied,
+                                   const uint8_t claimed_id[async::id_bytes]);
 
 // --- progress (ngx_http_async_job_progress.cpp) --------------------------
 

@@ -5,7 +5,8 @@
 // one with another request gets 422. The key and the request's fingerprint
 // are SHA-256 digests kept beside the job record (core/job_extras.hpp), so
 // the check and the insert of a new job happen under one lock: two racing
-// repeats make one job.
+// repeats make one job. With store=redis the key is claimed in Redis
+// instead, so that every node finds it (ngx_http_async_job_store_redis.cpp).
 #include "job/ngx_http_async_job.hpp"
 
 #include "core/ascii.hpp"
@@ -184,6 +185,11 @@ ngx_int_t ngx_http_async_job_idem_prepare(ngx_http_request_t *r,
         return NGX_DONE;
     }
     ngx_memcpy(idem->key, digest, sizeof(idem->key));
+    if (zone->redis_conf != nullptr) {
+        // store=redis keeps keys in Redis (ngx_http_async_job_store_redis)
+        idem->on = true;
+        return NGX_OK;
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
     async::job_keys *keys = ngx_http_async_job_idem_keys_locked(zone, true);

@@ -4,7 +4,8 @@
 // "progress" while the job runs. Reports are kept in a progress slot beside
 // the job record (core/job_extras.hpp). A report wakes no long-poll: those
 // wait for a final state, and a backend reporting often would turn each
-// into a polling loop.
+// into a polling loop. With store=redis the report goes to the job's meta
+// hash in Redis instead (ngx_http_async_job_store_redis.cpp).
 #include "job/ngx_http_async_job.hpp"
 
 #include "core/ascii.hpp"
@@ -172,6 +173,14 @@ static void ngx_http_async_job_progress_body(ngx_http_request_t *r)
         ngx_http_finalize_request(
             r, ngx_http_async_job_progress_error(
                    r, NGX_HTTP_BAD_REQUEST, async::progress_body_error(st)));
+        return;
+    }
+
+    if (zone->redis_conf != nullptr) {
+        // store=redis: kept in Redis, so that every node shows it
+        ngx_http_async_job_redis_progress(
+            r, zone, ctx->id, report.percent,
+            std::string_view(report.message, report.message_len));
         return;
     }
 

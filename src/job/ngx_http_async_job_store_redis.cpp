@@ -25,6 +25,7 @@
 #include "common/ngx_http_async_event.hpp"
 
 #include <hiredis/hiredis.h>
+#include <openssl/rand.h>
 
 static constexpr ngx_msec_t lease_renewal = 1000;
 // The ends a worker heard of last: a read's reply and the job's "F"
@@ -98,13 +99,47 @@ static const char delete_script[] =
     "if st == 'running' then return redis.call('HGETALL', KEYS[1]) end\n"
     "return 1\n";
 
+// Progress of a running job, as two fields of its meta hash: -1 no such
+// job; 1 written; the record: the job does not run (409).
+static const char progress_script[] =
+    "local rank = redis.call('HGET', KEYS[1], 'rank')\n"
+    "if not rank then return -1 end\n"
+    "if rank ~= '1' then return redis.call('HGETALL', KEYS[1]) end\n"
+    "redis.call('HSET', KEYS[1], 'progress_percent', ARGV[1],\n"
+    "  'progress_message', ARGV[2])\n"
+    "return 1\n";
+
+// An Idempotency-Key's claim: PREFIX{idem:KEYHEX}:job holds "ID FPHEX
+// CREATED" (no spaces) of the first submit; the value that is there now
+// is returned, ARGV[1] when this claim won. ARGV[3], when not empty, is a
+// claim whose job is gone from Redis, which this one may replace.
+static const char claim_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and v ~= ARGV[3] then return v end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return ARGV[1]\n";
+// The claim's expiry beyond ttl: a job that runs longer loses its key. A
+// claim whose job is gone (deleted, expired, never stored) is replaced by
+// the next submit with the key, so a long expiry only takes memory.
+static constexpr uint64_t claim_run_ms = 24 * 3600 * 1000;
+static constexpr size_t fingerprint_hex = 2 * async::fingerprint_bytes;
+static constexpr size_t claim_max = async::id_chars + fingerprint_hex + 24;
+
 // The data of a zone's renewal timer (connection-shaped, see _event.hpp).
 struct ngx_http_async_job_redis_tick_t {
     async::event_ident ident;
     ngx_http_async_job_zone_t *zone;
 };
 
-enum class redis_op_kind : uint8_t { submit, status, result, remove, poll };
+enum class redis_op_kind : uint8_t {
+    submit,
+    status,
+    result,
+    remove,
+    poll,
+    progress,
+    idem
+};
 
 // A request waiting for Redis (or parked for a pub/sub wake-up). Heap
 // memory: a reply may come after the request is gone (cln clears r).
@@ -121,7 +156,14 @@ struct ngx_http_async_job_redis_op_t {
     redis_op_kind kind;
     bool parked;
     bool preference_applied;
+    bool retried; // idem: a stale claim was replaced once
     char id[async::id_chars];
+    // idem: the key, the id this submit claims, its claim and the one seen
+    ngx_http_async_job_idem_t idem;
+    uint8_t raw[async::id_bytes];
+    char claim[claim_max];
+    char seen[claim_max];
+    size_t claim_len, seen_len;
 };
 
 static void ngx_http_async_job_redis_op_timeout(ngx_event_t *ev);
@@ -248,6 +290,14 @@ static bool ngx_http_async_job_redis_view(const redisReply *m,
         } else if (key == "result_status") {
             v->rec.result_status =
                 static_cast<uint16_t>(ngx_http_async_job_redis_u64(val));
+        } else if (key == "progress_percent") {
+            v->progress.has = true;
+            v->progress.percent =
+                static_cast<uint8_t>(ngx_http_async_job_redis_u64(val));
+        } else if (key == "progress_message") {
+            size_t n = ngx_min(text.size(), sizeof(v->progress.message));
+            ngx_memcpy(v->progress.message, text.data(), n);
+            v->progress.message_len = static_cast<uint16_t>(n);
         } else if (key == "content_type" && content_type != nullptr) {
             content_type->data =
                 static_cast<u_char *>(ngx_pnalloc(pool, text.size() + 1));
@@ -257,6 +307,9 @@ static bool ngx_http_async_job_redis_view(const redisReply *m,
             }
         }
     }
+    // shown while the job runs, as with store=shm
+    v->progress.has =
+        v->progress.has && v->rec.state == async::job_state::running;
     return has_state;
 }
 
@@ -712,6 +765,10 @@ static bool ngx_http_async_job_redis_recent(ngx_http_async_job_zone_t *zone,
     return false;
 }
 
+static void
+ngx_http_async_job_redis_idem_found(ngx_http_async_job_redis_op_t *op,
+                                    const ngx_http_async_job_view_t *v);
+
 static void ngx_http_async_job_redis_read_done(void *reply, void *data)
 {
     auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
@@ -728,9 +785,14 @@ static void ngx_http_async_job_redis_read_done(void *reply, void *data)
     }
     ngx_http_async_job_view_t v;
     ngx_str_t type{0, nullptr};
-    if (rep->elements == 0
-        || !ngx_http_async_job_redis_view(rep->element[0], op->id, &v, &type,
-                                          r->pool)) {
+    bool found = rep->elements > 0
+                 && ngx_http_async_job_redis_view(rep->element[0], op->id, &v,
+                                                  &type, r->pool);
+    if (op->kind == redis_op_kind::idem) {
+        ngx_http_async_job_redis_idem_found(op, found ? &v : nullptr);
+        return;
+    }
+    if (!found) {
         ngx_http_async_job_redis_op_done(op,
                                          ngx_http_async_job_send_not_found(r));
         return;
@@ -989,6 +1051,266 @@ void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
         ngx_http_async_job_redis_submit_stored(op, false);
     }
     // the reply answers; the body handler's reference is given back then
+}
+
+// --- progress
+// --------------------------------------------------------------------
+
+static void ngx_http_async_job_redis_progressed(void *reply, void *data)
+{
+    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
+    auto *rep = static_cast<redisReply *>(reply);
+    ngx_http_request_t *r = op->r;
+    if (r == nullptr) {
+        ngx_free(op);
+        return;
+    }
+    ngx_http_async_job_view_t v;
+    if (rep != nullptr && rep->type == REDIS_REPLY_INTEGER) {
+        if (rep->integer < 0) {
+            ngx_http_async_job_redis_op_done(
+                op, ngx_http_async_job_send_not_found(r));
+            return;
+        }
+        r->headers_out.status = NGX_HTTP_NO_CONTENT;
+        r->header_only = 1;
+        r->headers_out.content_length_n = 0;
+        ngx_http_async_job_redis_op_done(op, ngx_http_send_header(r));
+        return;
+    }
+    if (rep != nullptr && rep->type == REDIS_REPLY_ARRAY
+        && ngx_http_async_job_redis_view(rep, op->id, &v, nullptr, r->pool)) {
+        // queued or final: the answer says which
+        auto *ctx = ngx_http_async_job_ctx(r, false);
+        if (ctx != nullptr) {
+            ctx->state = v.rec.state;
+        }
+        ngx_http_async_job_redis_op_done(
+            op,
+            ngx_http_async_job_send_status(r, op->zone, &v, NGX_HTTP_CONFLICT));
+        return;
+    }
+    ngx_http_async_job_redis_op_done(op,
+                                     ngx_http_async_job_redis_unavailable(r));
+}
+
+void ngx_http_async_job_redis_progress(ngx_http_request_t *r,
+                                       ngx_http_async_job_zone_t *zone,
+                                       const char id[async::id_chars],
+                                       uint8_t percent,
+                                       std::string_view message)
+{
+    if (!ngx_http_async_redis_ready(zone->redis)) {
+        ngx_http_finalize_request(r, ngx_http_async_job_redis_unavailable(r));
+        return;
+    }
+    ngx_http_async_job_redis_op_t *op =
+        ngx_http_async_job_redis_op(r, zone, redis_op_kind::progress, id);
+    if (op == nullptr) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    ngx_http_async_job_redis_keys_t k;
+    ngx_http_async_job_redis_keys(zone, id, &k);
+    char pbuf[NGX_INT64_LEN + 1];
+    std::string_view pct = ngx_http_async_job_redis_num(pbuf, percent);
+    const char *argv[] = {"EVAL", progress_script, "1",
+                          k.meta, pct.data(),      message.data()};
+    size_t len[] = {4,          sizeof(progress_script) - 1,
+                    1,          k.meta_len,
+                    pct.size(), message.size()};
+    if (ngx_http_async_redis_command(
+            zone->redis, ngx_http_async_job_redis_progressed, op, 6, argv, len)
+        != NGX_OK) {
+        ngx_http_async_job_redis_op_done(
+            op, ngx_http_async_job_redis_unavailable(r));
+    }
+    // the reply finalizes r: the body handler's reference is given back then
+}
+
+// --- idempotent submits
+// ----------------------------------------------------------
+
+static void
+ngx_http_async_job_redis_idem_send(ngx_http_async_job_redis_op_t *op);
+
+// Ends an idem op without finalizing: r goes on elsewhere.
+static ngx_http_request_t *
+ngx_http_async_job_redis_idem_release(ngx_http_async_job_redis_op_t *op)
+{
+    ngx_http_request_t *r = op->r;
+    op->cln->handler = nullptr;
+    ngx_free(op);
+    return r;
+}
+
+// A claim of this submit: its id, the request's fingerprint, now.
+static void
+ngx_http_async_job_redis_idem_value(ngx_http_async_job_redis_op_t *op)
+{
+    async::encode_id(op->raw, op->claim);
+    u_char *p = reinterpret_cast<u_char *>(op->claim) + async::id_chars;
+    p = ngx_hex_dump(p, op->idem.fingerprint, sizeof(op->idem.fingerprint));
+    p = ngx_sprintf(p, "%uL", ngx_http_async_job_now_ms());
+    op->claim_len =
+        static_cast<size_t>(p - reinterpret_cast<u_char *>(op->claim));
+}
+
+static void ngx_http_async_job_redis_idem_conflict(ngx_http_request_t *r)
+{
+    // draft-ietf-httpapi-idempotency-key-header: a repeat while the first
+    // request is still being processed
+    static const ngx_str_t busy =
+        ngx_string("{\"error\":\"a request with this Idempotency-Key is "
+                   "still being processed\"}\n");
+    ngx_http_finalize_request(
+        r, ngx_http_async_job_send_json(r, NGX_HTTP_CONFLICT, busy, false));
+}
+
+static void ngx_http_async_job_redis_idem_claimed(void *reply, void *data)
+{
+    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
+    auto *rep = static_cast<redisReply *>(reply);
+    ngx_http_request_t *r = op->r;
+    if (r == nullptr) {
+        ngx_free(op);
+        return;
+    }
+    if (rep == nullptr || rep->type != REDIS_REPLY_STRING
+        || rep->len < async::id_chars + fingerprint_hex
+        || rep->len >= claim_max) {
+        ngx_http_async_job_redis_op_done(
+            op, ngx_http_async_job_redis_unavailable(r));
+        return;
+    }
+    ngx_connection_t *c = r->connection;
+    std::string_view value(rep->str, rep->len);
+    if (value == std::string_view(op->claim, op->claim_len)) {
+        // won: the job is made with the claimed id
+        ngx_http_async_job_idem_t idem = op->idem;
+        uint8_t raw[async::id_bytes];
+        ngx_memcpy(raw, op->raw, sizeof(raw));
+        ngx_msec_t wait = op->wait;
+        bool applied = op->preference_applied;
+        ngx_http_async_job_redis_idem_release(op);
+        ngx_http_async_job_submit_new(r, &idem, wait, applied, raw);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+    if (value.substr(async::id_chars, fingerprint_hex)
+        != std::string_view(op->claim + async::id_chars, fingerprint_hex)) {
+        ngx_http_async_job_view_t v;
+        ngx_http_async_job_zone_t *zone = op->zone;
+        ngx_http_async_job_redis_idem_release(op);
+        ngx_http_async_job_idem_answer(r, zone, &v, false, 0, false);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+    // the same request was submitted first, maybe on another node: its job
+    ngx_memcpy(op->seen, rep->str, rep->len);
+    op->seen_len = rep->len;
+    ngx_memcpy(op->id, rep->str, async::id_chars);
+    ngx_http_async_job_redis_read(op);
+}
+
+static void
+ngx_http_async_job_redis_idem_found(ngx_http_async_job_redis_op_t *op,
+                                    const ngx_http_async_job_view_t *v)
+{
+    ngx_http_request_t *r = op->r;
+    if (v != nullptr) {
+        auto *ctx = ngx_http_async_job_ctx(r, true);
+        if (ctx != nullptr) {
+            ngx_memcpy(ctx->id, v->id, async::id_chars);
+            ctx->has_id = true;
+            ctx->state = v->rec.state;
+        }
+        ngx_http_async_job_redis_op_done(
+            op, ngx_http_async_job_send_accepted(r, op->zone, v,
+                                                 op->preference_applied));
+        return;
+    }
+    // the claim's job is not in Redis: not yet (its node is storing it), or
+    // no more (deleted, expired, or never made): then this submit takes
+    // the key over, once
+    uint64_t created = 0;
+    for (size_t i = async::id_chars + fingerprint_hex; i < op->seen_len; i++) {
+        created = created * 10 + static_cast<uint64_t>(op->seen[i] - '0');
+    }
+    uint64_t grace = 2 * op->zone->redis_conf->timeout + lease_renewal;
+    if (op->retried || ngx_http_async_job_now_ms() < created + grace) {
+        ngx_connection_t *c = r->connection;
+        ngx_http_async_job_redis_idem_release(op);
+        ngx_http_async_job_redis_idem_conflict(r);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+    op->retried = true;
+    ngx_http_async_job_redis_idem_value(op);
+    ngx_http_async_job_redis_idem_send(op);
+}
+
+static void
+ngx_http_async_job_redis_idem_send(ngx_http_async_job_redis_op_t *op)
+{
+    ngx_http_async_job_zone_t *zone = op->zone;
+    char tag[5 + 2 * async::key_digest_bytes];
+    ngx_memcpy(tag, "idem:", 5);
+    ngx_hex_dump(reinterpret_cast<u_char *>(tag) + 5, op->idem.key,
+                 sizeof(op->idem.key));
+    char key[256];
+    size_t key_len = ngx_http_async_job_redis_key(
+        zone, std::string_view(tag, sizeof(tag)), "job", key, sizeof(key));
+    char px_buf[NGX_INT64_LEN + 1];
+    std::string_view px =
+        ngx_http_async_job_redis_num(px_buf, zone->ttl + claim_run_ms);
+    const char *argv[] = {"EVAL",    claim_script, "1",     key,
+                          op->claim, px.data(),    op->seen};
+    size_t len[] = {4,
+                    sizeof(claim_script) - 1,
+                    1,
+                    key_len,
+                    op->claim_len,
+                    px.size(),
+                    op->seen_len};
+    if (key_len == 0
+        || ngx_http_async_redis_command(zone->redis,
+                                        ngx_http_async_job_redis_idem_claimed,
+                                        op, 7, argv, len)
+               != NGX_OK) {
+        ngx_http_async_job_redis_op_done(
+            op, ngx_http_async_job_redis_unavailable(op->r));
+    }
+}
+
+void ngx_http_async_job_redis_idem_claim(ngx_http_request_t *r,
+                                         ngx_http_async_job_zone_t *zone,
+                                         const ngx_http_async_job_idem_t *idem,
+                                         ngx_msec_t wait,
+                                         bool preference_applied)
+{
+    if (!ngx_http_async_redis_ready(zone->redis)) {
+        ngx_http_finalize_request(r, ngx_http_async_job_redis_unavailable(r));
+        return;
+    }
+    uint8_t raw[async::id_bytes];
+    char id[async::id_chars];
+    ngx_http_async_job_redis_op_t *op = nullptr;
+    if (RAND_bytes(raw, sizeof(raw)) == 1) {
+        async::encode_id(raw, id);
+        op = ngx_http_async_job_redis_op(r, zone, redis_op_kind::idem, id);
+    }
+    if (op == nullptr) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    ngx_memcpy(op->raw, raw, sizeof(raw));
+    op->idem = *idem;
+    op->wait = wait;
+    op->preference_applied = preference_applied;
+    ngx_http_async_job_redis_idem_value(op);
+    ngx_http_async_job_redis_idem_send(op);
+    // the reply finalizes r (or goes on with the submit)
 }
 
 // --- pub/sub

@@ -96,15 +96,42 @@ static void ngx_http_async_job_submit_body(ngx_http_request_t *r)
 
     // idempotency=on: a repeated key is answered before a run is made
     ngx_http_async_job_idem_t idem;
-    if (ngx_http_async_job_idem_prepare(r, zone, alcf->job, &idem) != NGX_OK
-        || ngx_http_async_job_idem_replay(r, zone, &idem, wait, applied)) {
+    if (ngx_http_async_job_idem_prepare(r, zone, alcf->job, &idem) != NGX_OK) {
         return;
     }
+    if (idem.on && zone->redis_conf != nullptr) {
+        // store=redis: the key is claimed in Redis first, so that a repeat
+        // on any node finds it; the reply goes on with submit_new. The
+        // zone's own key table is not used: a DELETE on another node would
+        // leave it naming a job Redis no longer has.
+        ngx_http_async_job_redis_idem_claim(r, zone, &idem, wait, applied);
+        return;
+    }
+    if (ngx_http_async_job_idem_replay(r, zone, &idem, wait, applied)) {
+        return;
+    }
+    ngx_http_async_job_submit_new(r, &idem, wait, applied, nullptr);
+}
 
+void ngx_http_async_job_submit_new(ngx_http_request_t *r,
+                                   const ngx_http_async_job_idem_t *claimed,
+                                   ngx_msec_t wait, bool applied,
+                                   const uint8_t claimed_id[async::id_bytes])
+{
+    auto *alcf = static_cast<ngx_http_async_loc_conf_t *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_async_module));
+    ngx_http_async_job_zone_t *zone = alcf->job->zone;
+    ngx_http_async_job_idem_t idem = *claimed;
+    // a key claimed in Redis is bound there, not in the zone's key table
+    idem.on = idem.on && claimed_id == nullptr;
     ngx_http_async_job_run_t *run =
         ngx_http_async_job_run_create(r, zone, alcf->job);
     uint8_t id[async::id_bytes];
-    if (run == nullptr || RAND_bytes(id, sizeof(id)) != 1) {
+    if (claimed_id != nullptr) {
+        ngx_memcpy(id, claimed_id, sizeof(id));
+    }
+    if (run == nullptr
+        || (claimed_id == nullptr && RAND_bytes(id, sizeof(id)) != 1)) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "async_job: cannot create a job in zone \"%V\"",
                       &zone->name);
