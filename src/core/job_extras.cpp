@@ -6,21 +6,10 @@ namespace async {
 
 namespace {
 
-uint32_t buckets_for(uint32_t capacity)
-{
-    uint32_t b = 2;
-    while (b < capacity && b < (1u << 30)) {
-        b <<= 1;
-    }
-    return b;
-}
-
 uint32_t bucket_of(const job_keys *k, const uint8_t key[key_digest_bytes])
 {
     // a SHA-256 digest: any four bytes are a fine hash
-    uint32_t h = uint32_t{key[0]} | uint32_t{key[1]} << 8
-                 | uint32_t{key[2]} << 16 | uint32_t{key[3]} << 24;
-    return h & (k->buckets - 1);
+    return hash_first4(key) & (k->buckets - 1);
 }
 
 void key_unlink(job_keys *k, uint32_t index)
@@ -58,7 +47,7 @@ bool slot_taken(const job_table *t, const progress_slot &s)
 size_t job_keys_bytes(uint32_t capacity)
 {
     size_t bytes = sizeof(job_keys)
-                   + sizeof(uint32_t) * size_t{buckets_for(capacity)}
+                   + sizeof(uint32_t) * size_t{hash_buckets_for(capacity)}
                    + sizeof(job_key_entry) * size_t{capacity};
     return (bytes + 7) / 8 * 8;
 }
@@ -67,7 +56,7 @@ void job_keys_init(job_keys *k, uint32_t capacity)
 {
     std::memset(k, 0, sizeof(*k));
     k->capacity = capacity;
-    k->buckets = buckets_for(capacity);
+    k->buckets = hash_buckets_for(capacity);
     uint32_t *heads = k->heads();
     for (uint32_t i = 0; i < k->buckets; i++) {
         heads[i] = no_job;

@@ -4,21 +4,10 @@ namespace async {
 
 namespace {
 
-uint32_t buckets_for(uint32_t capacity)
-{
-    uint32_t b = 2;
-    while (b < capacity && b < (1u << 30)) {
-        b <<= 1;
-    }
-    return b;
-}
-
 uint32_t bucket_of(const job_table *t, const uint8_t id[id_bytes])
 {
     // ids are random: any four bytes are a fine hash
-    uint32_t h = uint32_t{id[0]} | uint32_t{id[1]} << 8 | uint32_t{id[2]} << 16
-                 | uint32_t{id[3]} << 24;
-    return h & (t->buckets - 1);
+    return hash_first4(id) & (t->buckets - 1);
 }
 
 void unlink(job_table *t, uint32_t index)
@@ -110,7 +99,7 @@ void job_table_mark_clean(job_table *t, uint32_t index) noexcept
 
 size_t job_table_bytes(uint32_t capacity)
 {
-    size_t heads = size_t{buckets_for(capacity)} * sizeof(uint32_t);
+    size_t heads = size_t{hash_buckets_for(capacity)} * sizeof(uint32_t);
     heads = (heads + 7) / 8 * 8;
     return sizeof(job_table) + heads + size_t{capacity} * sizeof(job_record);
 }
@@ -119,7 +108,7 @@ void job_table_init(job_table *t, uint32_t capacity)
 {
     *t = job_table{};
     t->capacity = capacity;
-    t->buckets = buckets_for(capacity);
+    t->buckets = hash_buckets_for(capacity);
     t->free_head = no_job;
     for (uint32_t b = 0; b < t->buckets; b++) {
         t->heads()[b] = no_job;

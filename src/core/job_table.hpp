@@ -16,6 +16,25 @@ namespace async {
 
 constexpr uint32_t no_job = UINT32_MAX;
 
+// The bucket count of a chained hash: the power of two at or above capacity
+// (at least 2, at most 2^30), so that a mask picks the bucket.
+inline uint32_t hash_buckets_for(uint32_t capacity)
+{
+    uint32_t b = 2;
+    while (b < capacity && b < (1u << 30)) {
+        b <<= 1;
+    }
+    return b;
+}
+
+// The first four bytes, little endian: a fine hash for random ids and for
+// digests alike; the caller masks it with buckets - 1.
+inline uint32_t hash_first4(const uint8_t *bytes)
+{
+    return uint32_t{bytes[0]} | uint32_t{bytes[1]} << 8
+           | uint32_t{bytes[2]} << 16 | uint32_t{bytes[3]} << 24;
+}
+
 enum class job_state : uint8_t {
     free,
     queued,
