@@ -835,18 +835,22 @@ static void ngx_http_async_job_redis_read_done(void *reply, void *data)
         op, ngx_http_async_job_send_status(r, op->zone, &v, NGX_HTTP_OK));
 }
 
-static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
+// EVAL of the read or the delete script on one job: its three keys, now,
+// the ttl, the channel and the id, then the read's flag ("1": with the
+// result) when flag is not nullptr.
+static ngx_int_t ngx_http_async_job_redis_eval_job(
+    ngx_http_async_job_zone_t *zone, const char id[async::id_chars],
+    const char *script, size_t script_len, const char *flag,
+    ngx_http_async_redis_reply_pt handler, void *data)
 {
-    ngx_http_async_job_zone_t *zone = op->zone;
     ngx_http_async_job_redis_keys_t k;
-    ngx_http_async_job_redis_keys(zone, op->id, &k);
+    ngx_http_async_job_redis_keys(zone, id, &k);
     char now_buf[NGX_INT64_LEN + 1], ttl_buf[NGX_INT64_LEN + 1];
     std::string_view now =
         ngx_http_async_job_redis_num(now_buf, ngx_http_async_job_now_ms());
     std::string_view ttl = ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
-    bool result = op->kind == redis_op_kind::result;
     const char *argv[] = {"EVAL",
-                          read_script,
+                          script,
                           "3",
                           k.meta,
                           k.result,
@@ -854,10 +858,10 @@ static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
                           now.data(),
                           ttl.data(),
                           reinterpret_cast<char *>(zone->redis_channel.data),
-                          op->id,
-                          result ? "1" : "0"};
+                          id,
+                          flag};
     size_t len[] = {4,
-                    sizeof(read_script) - 1,
+                    script_len,
                     1,
                     k.meta_len,
                     k.result_len,
@@ -866,9 +870,18 @@ static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
                     ttl.size(),
                     zone->redis_channel.len,
                     async::id_chars,
-                    1};
-    if (ngx_http_async_redis_command(
-            zone->redis, ngx_http_async_job_redis_read_done, op, 11, argv, len)
+                    flag != nullptr ? ngx_strlen(flag) : 0};
+    return ngx_http_async_redis_command(zone->redis, handler, data,
+                                        flag != nullptr ? 11 : 10, argv, len);
+}
+
+static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
+{
+    ngx_http_async_job_zone_t *zone = op->zone;
+    bool result = op->kind == redis_op_kind::result;
+    if (ngx_http_async_job_redis_eval_job(
+            zone, op->id, read_script, sizeof(read_script) - 1,
+            result ? "1" : "0", ngx_http_async_job_redis_read_done, op)
         != NGX_OK) {
         if (op->r != nullptr) {
             ngx_http_async_job_redis_op_done(
@@ -935,36 +948,9 @@ ngx_int_t ngx_http_async_job_redis_serve(ngx_http_request_t *r,
     if (kind != redis_op_kind::remove) {
         ngx_http_async_job_redis_read(op);
     } else {
-        ngx_http_async_job_redis_keys_t k;
-        ngx_http_async_job_redis_keys(zone, id, &k);
-        char now_buf[NGX_INT64_LEN + 1], ttl_buf[NGX_INT64_LEN + 1];
-        std::string_view now =
-            ngx_http_async_job_redis_num(now_buf, ngx_http_async_job_now_ms());
-        std::string_view ttl = ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
-        const char *argv[] = {
-            "EVAL",
-            delete_script,
-            "3",
-            k.meta,
-            k.result,
-            k.lease,
-            now.data(),
-            ttl.data(),
-            reinterpret_cast<char *>(zone->redis_channel.data),
-            id};
-        size_t len[] = {4,
-                        sizeof(delete_script) - 1,
-                        1,
-                        k.meta_len,
-                        k.result_len,
-                        k.lease_len,
-                        now.size(),
-                        ttl.size(),
-                        zone->redis_channel.len,
-                        async::id_chars};
-        if (ngx_http_async_redis_command(zone->redis,
-                                         ngx_http_async_job_redis_deleted, op,
-                                         10, argv, len)
+        if (ngx_http_async_job_redis_eval_job(
+                zone, id, delete_script, sizeof(delete_script) - 1, nullptr,
+                ngx_http_async_job_redis_deleted, op)
             != NGX_OK) {
             op->cln->handler = nullptr;
             ngx_free(op);
@@ -1336,38 +1322,9 @@ static void ngx_http_async_job_redis_expired(ngx_http_async_job_zone_t *zone,
         auto *op = ngx_queue_data(q, ngx_http_async_job_redis_op_t, link);
         if (std::string_view(op->id, async::id_chars) == id) {
             // one read is enough: its "F" wakes every waiter of the job
-            ngx_http_async_job_redis_keys_t k;
-            ngx_http_async_job_redis_keys(zone, op->id, &k);
-            char now_buf[NGX_INT64_LEN + 1], ttl_buf[NGX_INT64_LEN + 1];
-            std::string_view now = ngx_http_async_job_redis_num(
-                now_buf, ngx_http_async_job_now_ms());
-            std::string_view ttl =
-                ngx_http_async_job_redis_num(ttl_buf, zone->ttl);
-            const char *argv[] = {
-                "EVAL",
-                read_script,
-                "3",
-                k.meta,
-                k.result,
-                k.lease,
-                now.data(),
-                ttl.data(),
-                reinterpret_cast<char *>(zone->redis_channel.data),
-                op->id,
-                "0"};
-            size_t len[] = {4,
-                            sizeof(read_script) - 1,
-                            1,
-                            k.meta_len,
-                            k.result_len,
-                            k.lease_len,
-                            now.size(),
-                            ttl.size(),
-                            zone->redis_channel.len,
-                            async::id_chars,
-                            1};
-            (void) ngx_http_async_redis_command(zone->redis, nullptr, nullptr,
-                                                11, argv, len);
+            (void) ngx_http_async_job_redis_eval_job(zone, op->id, read_script,
+                                                     sizeof(read_script) - 1,
+                                                     "0", nullptr, nullptr);
             return;
         }
     }
