@@ -16,43 +16,20 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use AsyncNginx;
+use RedisServer;
 
 my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
 my ($port_a, $port_b, $backend, $redis_port) =
     ($port, $port + 1, $port + 2, $port + 5);
 
 plan skip_all => 'redis-server is not installed'
-    unless -x '/usr/bin/redis-server';
+    unless RedisServer::installed();
 
 my $tmp = tempdir(CLEANUP => 1);
-my $redis_pid;
-
-sub redis_start {
-    $redis_pid = fork // die "fork: $!";
-    if ($redis_pid == 0) {
-        open STDOUT, '>>', "$tmp/redis.log";
-        open STDERR, '>&', \*STDOUT;
-        exec 'redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
-            '--save', '', '--appendonly', 'no', '--dir', $tmp,
-            '--daemonize', 'no',
-            # lease expiries wake long-polls (docs/cluster.md)
-            '--notify-keyspace-events', 'Ex';
-        exit 127;
-    }
-    AsyncNginx::wait_until(sub {
-        IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $redis_port)
-    }, 5) or die "redis-server does not listen on $redis_port";
-}
-
-sub redis_stop {
-    return unless $redis_pid;
-    kill 'CONT', $redis_pid;
-    kill 'TERM', $redis_pid;
-    waitpid $redis_pid, 0;
-    $redis_pid = undef;
-}
-
-END { redis_stop() }
+# lease expiries wake long-polls (docs/cluster.md)
+my $redis = RedisServer->new(port => $redis_port, dir => $tmp,
+    args => [ '--notify-keyspace-events', 'Ex' ]);
+END { $redis->stop if $redis }
 
 sub http_conf {
     my ($with_backend) = @_;
@@ -93,13 +70,8 @@ sub json_of {
     return eval { decode_json($r->{body}) } // {};
 }
 
-sub ready {
-    my ($ng) = @_;
-    # the first job location answer after start: 503 until connected
-    return AsyncNginx::wait_until(sub {
-        $ng->get('/jobs/AAAAAAAAAAAAAAAAAAAAAA')->{status} == 404
-    }, 5);
-}
+# the first job location answer after start: 503 until connected
+sub ready { return RedisServer::node_ready($_[0]) }
 
 sub submit {
     my ($ng, $secs) = @_;
@@ -123,7 +95,7 @@ sub log_clean {
         or diag @bad;
 }
 
-redis_start();
+$redis->start;
 my $a = node('a', $port_a, 1);
 my $b = node('b', $port_b, 0);
 $a->start;
@@ -199,7 +171,7 @@ subtest 'the status page shows the store' => sub {
 subtest 'Redis stalled (SIGSTOP) for 4 s: 503 within redis_timeout, one [error], the job completes' => sub {
     my ($r, $id) = submit($a, 2);
     is($r->{status}, 202, 'a job accepted before the stall') or return;
-    kill 'STOP', $redis_pid;
+    kill 'STOP', $redis->pid;
     my $t0 = time;
     my $s = $b->get("/jobs/$id");
     my $took = time - $t0;
@@ -213,7 +185,7 @@ subtest 'Redis stalled (SIGSTOP) for 4 s: 503 within redis_timeout, one [error],
         'a submit on B: 503');
     # longer than the lease (3 s): the owner's writes win over owner_lost
     sleep 4;
-    kill 'CONT', $redis_pid;
+    kill 'CONT', $redis->pid;
     ok(ready($b), 'B is back after SIGCONT');
     is(error_lines($b, qr/redis .* unavailable/), 1,
         'one [error] for the outage on B');
@@ -227,9 +199,9 @@ subtest 'Redis stalled (SIGSTOP) for 4 s: 503 within redis_timeout, one [error],
 subtest 'Redis restarted mid-job: the job completes once it is back' => sub {
     my ($r, $id) = submit($a, 2);
     is($r->{status}, 202, 'accepted') or return;
-    redis_stop();
+    $redis->stop;
     is($b->get("/jobs/$id")->{status}, 503, '503 while Redis is down');
-    redis_start();
+    $redis->start;
     ok(ready($a) && ready($b), 'both reconnect by themselves');
     my $done = AsyncNginx::wait_until(sub {
         (json_of($b->get("/jobs/$id"))->{status} // "") eq 'completed'

@@ -9,9 +9,9 @@ use lib 't/lib';
 use Test::More;
 use JSON::PP;
 use File::Temp qw(tempdir);
-use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use AsyncNginx;
+use RedisServer;
 
 my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
 my $redis_port = $port + 5;
@@ -105,29 +105,8 @@ for my $case (@taken) {
     unlike($out, qr/\Q$secret\E/, "the password is not in the output: $name");
 }
 
-my $redis_pid;
-sub redis_start {
-    my @extra = @_;
-    $redis_pid = fork // die "fork: $!";
-    if ($redis_pid == 0) {
-        open STDOUT, '>>', "$tmp/redis.log";
-        open STDERR, '>&', \*STDOUT;
-        exec 'redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
-            '--save', '', '--appendonly', 'no', '--dir', $tmp,
-            '--daemonize', 'no', @extra;
-        exit 127;
-    }
-    AsyncNginx::wait_until(sub {
-        IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $redis_port)
-    }, 5) or die "redis-server does not listen on $redis_port";
-}
-sub redis_stop {
-    return unless $redis_pid;
-    kill 'TERM', $redis_pid;
-    waitpid $redis_pid, 0;
-    $redis_pid = undef;
-}
-END { redis_stop() }
+my $redis = RedisServer->new(port => $redis_port, dir => $tmp);
+END { $redis->stop if $redis }
 
 sub log_lines {
     my ($re) = @_;
@@ -149,7 +128,7 @@ sub answers_503 {
 }
 
 SKIP: {
-    skip 'redis-server is not installed', 1 unless -x '/usr/bin/redis-server';
+    skip 'redis-server is not installed', 1 unless RedisServer::installed();
 
     subtest 'unreachable Redis: 503, one [error], nginx -t passes' => sub {
         $ng->{http} = http("$z store=redis redis=127.0.0.1:$dead_port "
@@ -166,7 +145,7 @@ SKIP: {
     };
 
     subtest 'wrong password: 503 and one [error], not a crash' => sub {
-        redis_start('--requirepass', 'the-right-one');
+        $redis->start('--requirepass', 'the-right-one');
         $ng->{http} = http("$z store=redis redis=127.0.0.1:$redis_port "
             . "redis_timeout=500ms redis_password_file=$tmp/password;");
         $ng->start;
@@ -181,12 +160,12 @@ SKIP: {
         is(scalar(() = log_lines(qr/\[(alert|crit|emerg)\]/)), 0,
             'no alert, no crash');
         $ng->stop;
-        redis_stop();
+        $redis->stop;
     };
 
     subtest 'the right password, redis_db, a unix socket, two zones' => sub {
         my $sock = "$tmp/redis.sock";
-        redis_start('--requirepass', $secret, '--unixsocket', $sock);
+        $redis->start('--requirepass', $secret, '--unixsocket', $sock);
         my $common = "store=redis redis=unix:$sock redis_db=2 "
             . "redis_password_file=$tmp/password";
         $ng->{http} = http("$z $common redis_prefix=t039:;\n"
@@ -194,9 +173,7 @@ SKIP: {
         # the second zone's status location, in the same server
         $ng->{http} =~ s|(location /plain)|location /o/ { async_job_status other; }\n        $1|;
         $ng->start;
-        ok(AsyncNginx::wait_until(sub {
-            $ng->get('/jobs/AAAAAAAAAAAAAAAAAAAAAA')->{status} == 404
-        }, 5), 'connected');
+        ok(RedisServer::node_ready($ng), 'connected');
         my $r = $ng->request('POST', '/submit');
         is($r->{status}, 202, 'a job accepted');
         my $id = (eval { decode_json($r->{body}) } // {})->{id} // '';
@@ -216,7 +193,7 @@ SKIP: {
             'the second zone answers');
         is(scalar(() = log_lines(qr/\[(error|alert|crit)\]/)), 0, 'no error');
         $ng->stop;
-        redis_stop();
+        $redis->stop;
     };
 }
 

@@ -11,36 +11,21 @@ use lib 't/lib';
 use Test::More;
 use JSON::PP;
 use File::Temp qw(tempdir);
-use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use AsyncNginx;
+use RedisServer;
 
 my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
 my ($port_a, $port_b, $backend, $redis_port) =
     ($port, $port + 1, $port + 2, $port + 5);
 
 plan skip_all => 'redis-server is not installed'
-    unless -x '/usr/bin/redis-server';
+    unless RedisServer::installed();
 
-my $tmp = tempdir(CLEANUP => 1);
-my $redis_pid = fork // die "fork: $!";
-if ($redis_pid == 0) {
-    open STDOUT, '>>', "$tmp/redis.log";
-    open STDERR, '>&', \*STDOUT;
-    exec 'redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
-        '--save', '', '--appendonly', 'no', '--dir', $tmp,
-        '--daemonize', 'no';
-    exit 127;
-}
-END {
-    if ($redis_pid) {
-        kill 'TERM', $redis_pid;
-        waitpid $redis_pid, 0;
-    }
-}
-AsyncNginx::wait_until(sub {
-    IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $redis_port)
-}, 5) or die "redis-server does not listen on $redis_port";
+my $redis = RedisServer->new(port => $redis_port,
+    dir => tempdir(CLEANUP => 1));
+END { $redis->stop if $redis }
+$redis->start;
 
 sub node {
     my ($name, $p, $with_backend) = @_;
@@ -75,12 +60,7 @@ sub json_of {
     return eval { decode_json($r->{body}) } // {};
 }
 
-sub ready {
-    my ($ng) = @_;
-    return AsyncNginx::wait_until(sub {
-        $ng->get('/jobs/AAAAAAAAAAAAAAAAAAAAAA')->{status} == 404
-    }, 5);
-}
+sub ready { return RedisServer::node_ready($_[0]) }
 
 sub submit {
     my ($ng, $secs, $key, $body) = @_;
