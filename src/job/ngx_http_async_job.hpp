@@ -320,7 +320,7 @@ bool ngx_http_async_job_idem_replay(ngx_http_request_t *r,
 // a repeat: makes the job, with claimed_id when the key was claimed in
 // Redis for it, and finalizes r.
 void ngx_http_async_job_submit_new(ngx_http_request_t *r,
-                                   const ngx_http_async_job_idem_t *idem,
+                                   const ngx_http_async_job_idem_t *claimed,
                                    ngx_msec_t wait, bool applied,
                                    const uint8_t claimed_id[async::id_bytes]);
 

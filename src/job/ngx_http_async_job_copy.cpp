@@ -153,8 +153,7 @@ static ngx_str_t ngx_http_async_job_head(ngx_http_request_t *r,
     async::list_each<ngx_table_elt_t>(
         r->headers_in.headers, [&](ngx_table_elt_t &h) {
             // X-Async-Job-Id is set by the module alone (progress)
-            if (h.hash == 0
-                || ngx_http_async_job_hop_header(async::view(h.key))
+            if (h.hash == 0 || ngx_http_async_job_hop_header(async::view(h.key))
                 || ngx_http_async_job_progress_own_header(h)) {
                 return true;
             }
