@@ -716,6 +716,19 @@ static void ngx_http_async_job_redis_op_done(ngx_http_async_job_redis_op_t *op,
 
 static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op);
 
+// The op a Redis reply is for; nullptr (the op freed) when its request
+// went away while the command was in flight.
+static ngx_http_async_job_redis_op_t *
+ngx_http_async_job_redis_live_op(void *data)
+{
+    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
+    if (op->r == nullptr) {
+        ngx_free(op);
+        return nullptr;
+    }
+    return op;
+}
+
 static void ngx_http_async_job_redis_park(ngx_http_async_job_redis_op_t *op)
 {
     ngx_http_request_t *r = op->r;
@@ -771,13 +784,12 @@ ngx_http_async_job_redis_idem_found(ngx_http_async_job_redis_op_t *op,
 
 static void ngx_http_async_job_redis_read_done(void *reply, void *data)
 {
-    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
-    auto *rep = static_cast<redisReply *>(reply);
-    ngx_http_request_t *r = op->r;
-    if (r == nullptr) {
-        ngx_free(op);
+    ngx_http_async_job_redis_op_t *op = ngx_http_async_job_redis_live_op(data);
+    if (op == nullptr) {
         return;
     }
+    auto *rep = static_cast<redisReply *>(reply);
+    ngx_http_request_t *r = op->r;
     if (rep == nullptr || rep->type != REDIS_REPLY_ARRAY) {
         ngx_http_async_job_redis_op_done(
             op, ngx_http_async_job_redis_unavailable(r));
@@ -894,13 +906,12 @@ static void ngx_http_async_job_redis_read(ngx_http_async_job_redis_op_t *op)
 
 static void ngx_http_async_job_redis_deleted(void *reply, void *data)
 {
-    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
-    auto *rep = static_cast<redisReply *>(reply);
-    ngx_http_request_t *r = op->r;
-    if (r == nullptr) {
-        ngx_free(op);
+    ngx_http_async_job_redis_op_t *op = ngx_http_async_job_redis_live_op(data);
+    if (op == nullptr) {
         return;
     }
+    auto *rep = static_cast<redisReply *>(reply);
+    ngx_http_request_t *r = op->r;
     if (rep == nullptr || rep->type == REDIS_REPLY_ERROR
         || (rep->type != REDIS_REPLY_INTEGER
             && rep->type != REDIS_REPLY_ARRAY)) {
@@ -1044,13 +1055,12 @@ void ngx_http_async_job_redis_submitted(ngx_http_request_t *r,
 
 static void ngx_http_async_job_redis_progressed(void *reply, void *data)
 {
-    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
-    auto *rep = static_cast<redisReply *>(reply);
-    ngx_http_request_t *r = op->r;
-    if (r == nullptr) {
-        ngx_free(op);
+    ngx_http_async_job_redis_op_t *op = ngx_http_async_job_redis_live_op(data);
+    if (op == nullptr) {
         return;
     }
+    auto *rep = static_cast<redisReply *>(reply);
+    ngx_http_request_t *r = op->r;
     ngx_http_async_job_view_t v;
     if (rep != nullptr && rep->type == REDIS_REPLY_INTEGER) {
         if (rep->integer < 0) {
@@ -1155,13 +1165,12 @@ static void ngx_http_async_job_redis_idem_conflict(ngx_http_request_t *r)
 
 static void ngx_http_async_job_redis_idem_claimed(void *reply, void *data)
 {
-    auto *op = static_cast<ngx_http_async_job_redis_op_t *>(data);
-    auto *rep = static_cast<redisReply *>(reply);
-    ngx_http_request_t *r = op->r;
-    if (r == nullptr) {
-        ngx_free(op);
+    ngx_http_async_job_redis_op_t *op = ngx_http_async_job_redis_live_op(data);
+    if (op == nullptr) {
         return;
     }
+    auto *rep = static_cast<redisReply *>(reply);
+    ngx_http_request_t *r = op->r;
     if (rep == nullptr || rep->type != REDIS_REPLY_STRING
         || rep->len < async::id_chars + fingerprint_hex
         || rep->len >= claim_max) {
